@@ -1,0 +1,133 @@
+//! `cargo xtask bench`: every benchmark of the project, results in `target/bench/`
+//! (`results.json`, machine-readable, and `summary.md`). Each benchmark reports ratios
+//! against a baseline measured in the same run, and medians of repeated runs.
+
+mod e2e;
+mod stats;
+
+use clap::Args;
+use std::fs;
+
+use crate::process::{self, command};
+use crate::tools::{self, step};
+
+/// Options of `cargo xtask bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmarks to run (all when none is named): parse, e2e.
+    names: Vec<String>,
+}
+
+/// A benchmark: its name and the function that runs it and returns its figures.
+struct Bench {
+    name: &'static str,
+    run: fn() -> anyhow::Result<serde_json::Value>,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "parse",
+        run: parse,
+    },
+    Bench {
+        name: "e2e",
+        run: e2e,
+    },
+];
+
+/// Runs the selected benchmarks and writes the result files.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let unknown: Vec<&String> = args
+        .names
+        .iter()
+        .filter(|n| !BENCHES.iter().any(|b| b.name == n.as_str()))
+        .collect();
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "unknown benchmark(s) {unknown:?}; known: {}",
+        BENCHES
+            .iter()
+            .map(|b| b.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut results = serde_json::Map::new();
+    for bench in BENCHES
+        .iter()
+        .filter(|b| args.names.is_empty() || args.names.iter().any(|n| n == b.name))
+    {
+        step(format!("bench {}", bench.name));
+        results.insert(bench.name.to_string(), (bench.run)()?);
+    }
+    let dir = tools::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let results = serde_json::Value::Object(results);
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    fs::write(dir.join("summary.md"), summary(&results))?;
+    println!("{}", summary(&results));
+    println!("results: {}", dir.join("results.json").display());
+    Ok(())
+}
+
+/// Runs a cargo bench target that prints its figures as the last JSON line of stdout.
+fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Value> {
+    let out =
+        process::output(command("cargo").args(["bench", "-q", "-p", package, "--bench", bench]))?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("bench {bench} printed no JSON result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn parse() -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "http1": cargo_bench_json("tapwire-protocols", "parse_http1")?,
+        "http2": cargo_bench_json("tapwire-protocols", "parse_http2")?,
+    }))
+}
+
+fn e2e() -> anyhow::Result<serde_json::Value> {
+    step("building release binaries for the end-to-end run");
+    process::run(command("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "tapwire-agent",
+        "-p",
+        "tapwire-collector",
+        "-p",
+        "tapwire-cli",
+    ]))?;
+    e2e::run(60)
+}
+
+/// A Markdown table: one row per benchmark figure.
+fn summary(results: &serde_json::Value) -> String {
+    let mut out = String::from("| benchmark | figure | value |\n|---|---|---|\n");
+    fn walk(out: &mut String, bench: &str, prefix: &str, v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(out, bench, &key, v);
+                }
+            }
+            other => out.push_str(&format!("| {bench} | {prefix} | {other} |\n")),
+        }
+    }
+    if let serde_json::Value::Object(map) = results {
+        for (bench, v) in map {
+            walk(&mut out, bench, "", v);
+        }
+    }
+    out
+}
