@@ -5,12 +5,25 @@
 //! The agent creates one [`ConnectionParser`] per connection and feeds it every
 //! [`Chunk`] of both directions in capture order. The parser detects the protocol from
 //! the first bytes, hands the bytes to that protocol's parser, and emits finished pairs.
-//! The agent then attaches identity (addresses, process, container) and ships them.
+//! The agent then attaches identity (addresses, process, container), runs the
+//! [`Redactor`] over each pair, and ships them.
 //!
 //! Every parser implements [`ProtocolParser`].
 
+pub mod connection;
+pub mod grpc;
+pub mod hpack;
+pub mod http1;
+pub mod http2;
+pub mod pair;
+pub mod redaction;
 pub mod stream;
+pub mod websocket;
 
+pub use connection::ConnectionParser;
+pub use http1::HttpOneParser;
+pub use pair::{Exchange, MessageParts, PairAssembler};
+pub use redaction::{RedactionConfig, Redactor};
 pub use stream::{Chunk, Direction, Limits, Role};
 pub use tapwire_proto::v1::Pair;
 

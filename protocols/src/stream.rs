@@ -24,6 +24,7 @@ pub enum Direction {
 /// A piece of one direction of a connection's byte stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk<'a> {
+    /// Which way the bytes went.
     pub direction: Direction,
     /// The bytes captured, in stream order.
     pub data: &'a [u8],

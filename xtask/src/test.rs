@@ -43,6 +43,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    if args.packages.is_empty() {
+        step("Kubernetes manifests: render every overlay and validate it (deploy/check.sh)");
+        process::run(command("bash").arg("deploy/check.sh"))?;
+    }
     step("building every binary (the end-to-end tests run them)");
     process::run(command("cargo").args(["build", "--workspace", "--bins"]))?;
 

@@ -3,6 +3,7 @@
 //! against a baseline measured in the same run, and medians of repeated runs.
 
 mod e2e;
+mod ingest;
 mod stats;
 
 use clap::Args;
@@ -14,7 +15,7 @@ use crate::tools::{self, step};
 /// Options of `cargo xtask bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Which benchmarks to run (all when none is named): parse, e2e.
+    /// Which benchmarks to run (all when none is named): capture, parse, ingest, e2e.
     names: Vec<String>,
 }
 
@@ -26,8 +27,16 @@ struct Bench {
 
 const BENCHES: &[Bench] = &[
     Bench {
+        name: "capture",
+        run: capture,
+    },
+    Bench {
         name: "parse",
         run: parse,
+    },
+    Bench {
+        name: "ingest",
+        run: || ingest::run(&ingest::IngestBenchOptions::default()),
     },
     Bench {
         name: "e2e",
@@ -76,6 +85,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Value> {
     let out =
         process::output(command("cargo").args(["bench", "-q", "-p", package, "--bench", bench]))?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("bench {bench} printed no JSON result"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench.rs).
+fn capture() -> anyhow::Result<serde_json::Value> {
+    process::run(command("cargo").args([
+        "build", "--release", "-p", "tapwire-agent", "--bin", "capture-bench", "--bin", "tapwire-agent",
+    ]))?;
+    let out = process::output(&mut command(
+        &tools::workspace_root().join("target/release/capture-bench").to_string_lossy(),
+    ))?;
+    last_json_line(&out, "capture")
+}
+
+/// The figures a benchmark prints as its last JSON line.
+fn last_json_line(out: &str, bench: &str) -> anyhow::Result<serde_json::Value> {
     let line = out
         .lines()
         .rev()

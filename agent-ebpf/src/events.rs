@@ -1,0 +1,318 @@
+//! Building and sending ring buffer records: headers, per-connection sequence numbers,
+//! payload copies (clamped so the verifier can prove them in bounds) and drop counters.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns,
+        generated::{bpf_get_smp_processor_id, bpf_probe_read_user},
+    },
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use tapwire_agent_common::{
+    DataEvent, EVENT_HEADER_BYTES, EventHeader, MAX_CAPTURE_BYTES, MAX_IOV_SEGMENTS,
+    MAX_RECORDS_PER_CALL, SockTuple, drop_reason,
+};
+
+use crate::kernel_structs::read_tuple;
+
+/// Payload bytes copied per syscall (user space sets it; clamped to
+/// `MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES`). Beyond `MAX_CAPTURE_BYTES` a contiguous
+/// buffer is sent as several records; iovec calls stop at `MAX_CAPTURE_BYTES`.
+#[unsafe(no_mangle)]
+static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
+
+/// Unread ring bytes above which the reader is woken. Below it records are submitted
+/// without a wakeup and user space drains on its own short timer: one wakeup per batch
+/// instead of one per event is most of the difference at high event rates.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 256 * 1024;
+
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// The one ordered channel to user space; user space sets its size at load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Where a data event is assembled (too large for the 512-byte BPF stack), one slot per
+/// CPU. A plain array indexed by CPU because per-CPU map values are limited to 32 KiB;
+/// user space sizes it to the number of possible CPUs.
+#[map]
+static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
+
+/// Next sequence number per connection (`struct sock` address).
+#[map]
+pub static SEQ: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU counters indexed by `drop_reason`.
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_reason::COUNT, 0);
+
+/// Counts one occurrence of `reason`.
+#[inline(always)]
+pub fn count_drop(reason: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(reason) {
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn capture_cap() -> usize {
+    let cap = unsafe { core::ptr::read_volatile(&raw const CAPTURE_BYTES) } as usize;
+    if cap > MAX_CAPTURE_BYTES {
+        MAX_CAPTURE_BYTES
+    } else {
+        cap
+    }
+}
+
+#[inline(always)]
+fn capture_cap_per_call() -> u64 {
+    let cap = unsafe { core::ptr::read_volatile(&raw const CAPTURE_BYTES) } as u64;
+    let max = (MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES) as u64;
+    if cap > max { max } else { cap }
+}
+
+/// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
+/// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
+#[inline(always)]
+fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, tuple: &SockTuple) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    let event = unsafe { &mut *event };
+    let want = if total < capture_cap_per_call() {
+        total
+    } else {
+        capture_cap_per_call()
+    };
+    let data = event.data.as_mut_ptr();
+    for i in 0..MAX_RECORDS_PER_CALL as u64 {
+        let start = i * MAX_CAPTURE_BYTES as u64;
+        if i > 0 && start >= want {
+            break;
+        }
+        let rest = want.saturating_sub(start);
+        let mut len = if rest < MAX_CAPTURE_BYTES as u64 {
+            rest as usize
+        } else {
+            MAX_CAPTURE_BYTES
+        };
+        let last = start + len as u64 >= want || i + 1 == MAX_RECORDS_PER_CALL as u64;
+        fill_header(
+            &mut event.header,
+            tapwire_agent_common::kind::DATA,
+            flags,
+            sk,
+            fd,
+            tuple,
+        );
+        event.header.total_len = if last { total - start } else { len as u64 };
+        if len > MAX_CAPTURE_BYTES {
+            len = MAX_CAPTURE_BYTES;
+        }
+        if !copy_user(data, src + start, len) {
+            count_drop(drop_reason::COPY_FAILED);
+            len = 0;
+        } else if last && (start + len as u64) < total {
+            count_drop(drop_reason::TRUNCATED);
+        }
+        event.header.captured_len = len as u32;
+        let record = unsafe {
+            core::slice::from_raw_parts(
+                event as *const DataEvent as *const u8,
+                EVENT_HEADER_BYTES + len,
+            )
+        };
+        if EVENTS.output(record, wakeup_flag()).is_err() {
+            count_drop(drop_reason::RING_FULL);
+        }
+        if last {
+            break;
+        }
+    }
+}
+
+#[inline(always)]
+fn next_seq(sk: u64) -> u64 {
+    // Not atomic: two CPUs racing on one socket may reuse a number, which user space
+    // tolerates; a missed increment never hides a lost event.
+    if let Some(seq) = SEQ.get_ptr_mut(&sk) {
+        unsafe {
+            let current = *seq;
+            *seq = current + 1;
+            current
+        }
+    } else {
+        let _ = SEQ.insert(&sk, &1, BPF_ANY as u64);
+        0
+    }
+}
+
+/// Fills the fields every connection event shares. Returns `None` when the socket's
+/// addresses cannot be read.
+#[inline(always)]
+pub fn fill_header(
+    header: &mut EventHeader,
+    kind: u32,
+    flags: u32,
+    sk: u64,
+    fd: u32,
+    tuple: &SockTuple,
+) {
+    header.kind = kind;
+    header.flags = flags;
+    header.time_ns = unsafe { bpf_ktime_get_ns() };
+    header.pid_tgid = bpf_get_current_pid_tgid();
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.sock_id = sk;
+    header.seq = next_seq(sk);
+    header.total_len = 0;
+    header.captured_len = 0;
+    header.fd = fd;
+    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.tuple = *tuple;
+}
+
+/// Sends a header-only event (open, close, exec, exit).
+#[inline(always)]
+pub fn send_header(header: &EventHeader) {
+    if EVENTS.output(header, wakeup_flag()).is_err() {
+        count_drop(drop_reason::RING_FULL);
+    }
+}
+
+/// Where a data event's bytes are in user memory.
+#[derive(Clone, Copy)]
+pub enum UserBytes {
+    /// One contiguous buffer.
+    Buffer(u64),
+    /// An array of `struct iovec` with this many entries.
+    Vector(u64, u64),
+    /// Nothing to copy (sendfile): only the length is reported.
+    None,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// Builds and sends a data event for `total` bytes moved on `sk`.
+#[inline(always)]
+pub fn send_data(sk: u64, fd: u32, flags: u32, total: u64, bytes: UserBytes, tuple: &SockTuple) {
+    if let UserBytes::Buffer(src) = bytes {
+        send_buffer(sk, fd, flags, total, src, tuple);
+        return;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    let event = unsafe { &mut *event };
+    fill_header(
+        &mut event.header,
+        tapwire_agent_common::kind::DATA,
+        flags,
+        sk,
+        fd,
+        tuple,
+    );
+    event.header.total_len = total;
+    let cap = capture_cap();
+    let want = if total < cap as u64 {
+        total as usize
+    } else {
+        cap
+    };
+    let data = event.data.as_mut_ptr();
+    let mut copied: usize = 0;
+    let mut failed = false;
+    match bytes {
+        UserBytes::Buffer(src) => {
+            let mut len = want;
+            if len > MAX_CAPTURE_BYTES {
+                len = MAX_CAPTURE_BYTES;
+            }
+            if copy_user(data, src, len) {
+                copied = len;
+            } else {
+                failed = true;
+            }
+        }
+        UserBytes::Vector(iov, count) => {
+            for i in 0..MAX_IOV_SEGMENTS as u64 {
+                if i >= count || copied >= want {
+                    break;
+                }
+                let Ok(segment) = (unsafe {
+                    aya_ebpf::helpers::bpf_probe_read_user((iov + i * 16) as *const IoVec)
+                }) else {
+                    failed = true;
+                    break;
+                };
+                let room = want - copied;
+                let mut len = if segment.len < room as u64 {
+                    segment.len as usize
+                } else {
+                    room
+                };
+                if len > MAX_CAPTURE_BYTES {
+                    len = MAX_CAPTURE_BYTES;
+                }
+                let at = copied & (MAX_CAPTURE_BYTES - 1);
+                if !copy_user(unsafe { data.add(at) }, segment.base, len) {
+                    failed = true;
+                    break;
+                }
+                copied += len;
+            }
+        }
+        UserBytes::None => {}
+    }
+    if failed {
+        count_drop(drop_reason::COPY_FAILED);
+    }
+    if (copied as u64) < total && !failed {
+        count_drop(drop_reason::TRUNCATED);
+    }
+    if copied > MAX_CAPTURE_BYTES {
+        copied = MAX_CAPTURE_BYTES;
+    }
+    event.header.captured_len = copied as u32;
+    let size = EVENT_HEADER_BYTES + copied;
+    let record =
+        unsafe { core::slice::from_raw_parts(event as *const DataEvent as *const u8, size) };
+    if EVENTS.output(record, wakeup_flag()).is_err() {
+        count_drop(drop_reason::RING_FULL);
+    }
+}
+
+#[inline(always)]
+fn copy_user(dst: *mut u8, src: u64, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    unsafe { bpf_probe_read_user(dst.cast(), len as u32, src as *const _) == 0 }
+}
+
+/// Reads the addresses of `sk`; counts nothing (an unreadable socket is simply skipped).
+#[inline(always)]
+pub fn tuple_of(sk: u64) -> Option<SockTuple> {
+    let mut tuple = SockTuple::default();
+    read_tuple(sk, &mut tuple)?;
+    Some(tuple)
+}

@@ -1,0 +1,120 @@
+//! Walks kernel structs with `bpf_probe_read_kernel` to learn whether an fd is a TCP
+//! socket and what its addresses are. Offsets come from user space (BTF) through the
+//! read-only `OFFSETS` global, so no CO-RE is needed.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tapwire_agent_common::{KernelOffsets, SockTuple};
+
+/// Filled in by user space before load (read-only, so the verifier sees constants).
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sock_protocol: 0,
+    skc_family: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_dport: 0,
+    skc_num: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    valid: 0,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u16 = 1;
+const IPPROTO_TCP: u16 = 6;
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+macro_rules! offset {
+    ($field:ident) => {
+        // Volatile so the compiler keeps the load: user space rewrites the value.
+        unsafe { core::ptr::read_volatile(&raw const OFFSETS.$field) }
+    };
+}
+
+#[inline(always)]
+fn read_at<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+/// Returns the `struct sock` address behind `fd` of the current task when it is a TCP
+/// socket (IPv4 or IPv6), otherwise `None`.
+#[inline(always)]
+pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
+    if offset!(valid) == 0 {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read_at(task, offset!(task_files))?;
+    let fdt: u64 = read_at(files, offset!(files_fdt))?;
+    let max_fds: u32 = read_at(fdt, offset!(fdtable_max_fds))?;
+    if fd >= max_fds {
+        return None;
+    }
+    let fd_array: u64 = read_at(fdt, offset!(fdtable_fd))?;
+    let file: u64 = read_at(fd_array, fd.wrapping_mul(8))?;
+    let inode: u64 = read_at(file, offset!(file_inode))?;
+    let mode: u16 = read_at(inode, offset!(inode_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: u64 = read_at(file, offset!(file_private_data))?;
+    let sock_type: u16 = read_at(socket, offset!(socket_type))?;
+    if sock_type != SOCK_STREAM {
+        return None;
+    }
+    let sk: u64 = read_at(socket, offset!(socket_sk))?;
+    let family: u16 = read_at(sk, offset!(skc_family))?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol_offset = offset!(sock_protocol);
+    if protocol_offset != KernelOffsets::ABSENT {
+        let protocol: u16 = read_at(sk, protocol_offset)?;
+        if protocol != IPPROTO_TCP {
+            return None;
+        }
+    }
+    Some(sk)
+}
+
+/// Reads the addresses of a TCP `struct sock`.
+#[inline(always)]
+pub fn read_tuple(sk: u64, tuple: &mut SockTuple) -> Option<()> {
+    let family: u16 = read_at(sk, offset!(skc_family))?;
+    let dport: u16 = read_at(sk, offset!(skc_dport))?;
+    let num: u16 = read_at(sk, offset!(skc_num))?;
+    tuple.family = family;
+    tuple.remote_port = u16::from_be(dport);
+    tuple.local_port = num;
+    if family == AF_INET {
+        let daddr: [u8; 4] = read_at(sk, offset!(skc_daddr))?;
+        let saddr: [u8; 4] = read_at(sk, offset!(skc_rcv_saddr))?;
+        tuple.remote_addr = [0; 16];
+        tuple.local_addr = [0; 16];
+        tuple.remote_addr[..4].copy_from_slice(&daddr);
+        tuple.local_addr[..4].copy_from_slice(&saddr);
+    } else {
+        let v6_daddr = offset!(skc_v6_daddr);
+        let v6_saddr = offset!(skc_v6_rcv_saddr);
+        if v6_daddr == KernelOffsets::ABSENT || v6_saddr == KernelOffsets::ABSENT {
+            return None;
+        }
+        tuple.remote_addr = read_at(sk, v6_daddr)?;
+        tuple.local_addr = read_at(sk, v6_saddr)?;
+    }
+    Some(())
+}

@@ -1,0 +1,129 @@
+//! Process identity read from /proc: executable path and container id. Cached per pid
+//! (bounded) because every connection of a process shares it.
+
+use std::{collections::HashMap, sync::Arc};
+
+/// What the agent knows about a process beyond its pid and command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// `/proc/PID/exe` target (inside the process's mount namespace).
+    pub exe: Option<Arc<str>>,
+    /// The container runtime's id, when the process runs in a container.
+    pub container_id: Option<Arc<str>>,
+}
+
+/// Bounded per-pid cache of [`ProcessIdentity`].
+pub struct IdentityCache {
+    by_pid: HashMap<u32, ProcessIdentity>,
+    capacity: usize,
+}
+
+impl IdentityCache {
+    /// A cache holding at most `capacity` processes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            by_pid: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The identity of `pid`, read from /proc on first use. A process that already
+    /// exited yields an empty identity.
+    pub fn lookup(&mut self, pid: u32) -> ProcessIdentity {
+        if let Some(found) = self.by_pid.get(&pid) {
+            return found.clone();
+        }
+        if self.by_pid.len() >= self.capacity {
+            // Rare (more live processes than the cap): start over rather than grow.
+            self.by_pid.clear();
+        }
+        let identity = read_identity(pid);
+        self.by_pid.insert(pid, identity.clone());
+        identity
+    }
+
+    /// Forgets an exited process (its pid may be reused).
+    pub fn forget(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
+    }
+}
+
+fn read_identity(pid: u32) -> ProcessIdentity {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| Arc::from(p.to_string_lossy().as_ref()));
+    let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| container_id_from_cgroup(&text))
+        .map(Arc::from);
+    ProcessIdentity { exe, container_id }
+}
+
+/// Extracts a container id (64 hex digits) from /proc/PID/cgroup text, as written by
+/// docker, containerd (CRI), CRI-O and podman under systemd or cgroupfs drivers.
+pub fn container_id_from_cgroup(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let path = line.splitn(3, ':').nth(2)?;
+        for part in path.rsplit('/') {
+            let mut id = part.strip_suffix(".scope").unwrap_or(part);
+            for prefix in [
+                "docker-",
+                "cri-containerd-",
+                "crio-",
+                "libpod-",
+                "containerd-",
+            ] {
+                if let Some(rest) = id.strip_prefix(prefix) {
+                    id = rest;
+                }
+            }
+            if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(id.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn finds_container_ids_of_common_runtimes() {
+        for text in [
+            format!("0::/system.slice/docker-{ID}.scope"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/cri-containerd-{ID}.scope"
+            ),
+            format!("12:pids:/kubepods/besteffort/pod1234/{ID}\n0::/"),
+            format!("0::/machine.slice/libpod-{ID}.scope/container"),
+            format!("0::/kubepods.slice/crio-{ID}.scope"),
+        ] {
+            assert_eq!(
+                container_id_from_cgroup(&text).as_deref(),
+                Some(ID),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_processes_have_no_container_id() {
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
+        assert_eq!(container_id_from_cgroup("garbage"), None);
+        assert_eq!(container_id_from_cgroup(""), None);
+    }
+
+    #[test]
+    fn reads_own_identity() {
+        let mut cache = IdentityCache::new(4);
+        let me = cache.lookup(std::process::id());
+        assert!(me.exe.is_some());
+    }
+}

@@ -1,0 +1,4 @@
+//! Connections and who owns them: the bounded connection table and process identity.
+
+pub mod identity;
+pub mod table;

@@ -1,0 +1,284 @@
+//! The bounded connection table: one entry per live kernel socket, created by its first
+//! event (open or data), removed on close, process exit, idle expiry or eviction.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use tapwire_agent_common::{EventHeader, flag};
+use tapwire_protocols::Role;
+
+use super::identity::{IdentityCache, ProcessIdentity};
+use crate::{
+    events::decode::{comm, socket_addrs},
+    streams::StreamTracker,
+};
+
+/// What every consumer needs to know about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Agent-unique id (never reused while the agent runs).
+    pub id: u64,
+    /// Kernel `struct sock` address.
+    pub sock_id: u64,
+    /// The process that opened it (or first used it).
+    pub pid: u32,
+    /// That process's command name.
+    pub comm: String,
+    /// Its executable path.
+    pub exe: Option<Arc<str>>,
+    /// Its cgroup id.
+    pub cgroup_id: u64,
+    /// Its container id.
+    pub container_id: Option<Arc<str>>,
+    /// Who connected; `Unknown` for connections that predate the agent.
+    pub role: Role,
+    /// Local address as the process sees it.
+    pub local: SocketAddr,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// Plaintext comes from TLS probes.
+    pub tls: bool,
+    /// When the connection was first seen (unix ns).
+    pub first_seen_ns: u64,
+}
+
+/// A table entry.
+#[derive(Debug)]
+pub struct Connection {
+    /// Identity and addresses.
+    pub info: ConnectionInfo,
+    /// Stream state (sequence tracking, gap marks).
+    pub streams: StreamTracker,
+    /// Last event time (unix ns), for idle expiry.
+    pub last_seen_ns: u64,
+}
+
+/// Bounded map from kernel socket to connection.
+pub struct ConnectionTable {
+    by_sock: HashMap<u64, Connection>,
+    capacity: usize,
+    idle_ns: u64,
+    next_id: u64,
+    identities: IdentityCache,
+}
+
+impl ConnectionTable {
+    /// A table of at most `capacity` connections, expiring those idle for `idle_ns`.
+    pub fn new(capacity: usize, idle_ns: u64) -> Self {
+        Self {
+            by_sock: HashMap::new(),
+            capacity: capacity.max(1),
+            idle_ns,
+            next_id: 1,
+            identities: IdentityCache::new(16_384),
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.by_sock.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_sock.is_empty()
+    }
+
+    /// Starts a connection from an OPEN event; returns the connection it replaces (the
+    /// same kernel socket address reused) and anything evicted to make room.
+    pub fn open(&mut self, header: &EventHeader, now_ns: u64) -> Vec<Connection> {
+        let mut ended: Vec<Connection> = self.by_sock.remove(&header.sock_id).into_iter().collect();
+        let role = if header.flags & flag::ROLE_CLIENT != 0 {
+            Role::Client
+        } else if header.flags & flag::ROLE_SERVER != 0 {
+            Role::Server
+        } else {
+            Role::Unknown
+        };
+        ended.extend(self.insert(header, role, now_ns));
+        ended
+    }
+
+    /// The connection of a data event, created (role unknown) if it predates the agent
+    /// or its open event was missed. Also returns a connection evicted to make room.
+    pub fn get_or_create(
+        &mut self,
+        header: &EventHeader,
+        now_ns: u64,
+    ) -> (&mut Connection, Option<Connection>) {
+        let mut evicted = None;
+        if !self.by_sock.contains_key(&header.sock_id) && self.by_sock.len() >= self.capacity {
+            evicted = self.evict_oldest();
+        }
+        let conn = match self.by_sock.entry(header.sock_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let pid = (header.pid_tgid >> 32) as u32;
+                let identity = self.identities.lookup(pid);
+                let id = self.next_id;
+                self.next_id += 1;
+                v.insert(new_connection(id, header, Role::Unknown, identity, now_ns))
+            }
+        };
+        conn.last_seen_ns = now_ns;
+        if header.flags & flag::TLS != 0 {
+            conn.info.tls = true;
+        }
+        (conn, evicted)
+    }
+
+    fn insert(&mut self, header: &EventHeader, role: Role, now_ns: u64) -> Option<Connection> {
+        let evicted = if self.by_sock.len() >= self.capacity {
+            self.evict_oldest()
+        } else {
+            None
+        };
+        let pid = (header.pid_tgid >> 32) as u32;
+        let identity = self.identities.lookup(pid);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_sock.insert(
+            header.sock_id,
+            new_connection(id, header, role, identity, now_ns),
+        );
+        evicted
+    }
+
+    fn evict_oldest(&mut self) -> Option<Connection> {
+        let oldest = self
+            .by_sock
+            .iter()
+            .min_by_key(|(_, c)| c.last_seen_ns)
+            .map(|(k, _)| *k)?;
+        self.by_sock.remove(&oldest)
+    }
+
+    /// Removes a closed connection.
+    pub fn close(&mut self, sock_id: u64) -> Option<Connection> {
+        self.by_sock.remove(&sock_id)
+    }
+
+    /// Removes every connection of an exited process.
+    pub fn process_exited(&mut self, pid: u32) -> Vec<Connection> {
+        self.identities.forget(pid);
+        let socks: Vec<u64> = self
+            .by_sock
+            .iter()
+            .filter(|(_, c)| c.info.pid == pid)
+            .map(|(k, _)| *k)
+            .collect();
+        socks
+            .into_iter()
+            .filter_map(|s| self.by_sock.remove(&s))
+            .collect()
+    }
+
+    /// Removes connections idle since before `now_ns - idle`.
+    pub fn expire_idle(&mut self, now_ns: u64) -> Vec<Connection> {
+        let cutoff = now_ns.saturating_sub(self.idle_ns);
+        let socks: Vec<u64> = self
+            .by_sock
+            .iter()
+            .filter(|(_, c)| c.last_seen_ns < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        socks
+            .into_iter()
+            .filter_map(|s| self.by_sock.remove(&s))
+            .collect()
+    }
+
+    /// Removes everything (shutdown).
+    pub fn drain(&mut self) -> Vec<Connection> {
+        self.by_sock.drain().map(|(_, c)| c).collect()
+    }
+}
+
+fn new_connection(
+    id: u64,
+    header: &EventHeader,
+    role: Role,
+    identity: ProcessIdentity,
+    now_ns: u64,
+) -> Connection {
+    let (local, remote) = socket_addrs(&header.tuple);
+    Connection {
+        info: ConnectionInfo {
+            id,
+            sock_id: header.sock_id,
+            pid: (header.pid_tgid >> 32) as u32,
+            comm: comm(header),
+            exe: identity.exe,
+            cgroup_id: header.cgroup_id,
+            container_id: identity.container_id,
+            role,
+            local,
+            remote,
+            tls: header.flags & flag::TLS != 0,
+            first_seen_ns: now_ns,
+        },
+        streams: StreamTracker::default(),
+        last_seen_ns: now_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tapwire_agent_common::{SockTuple, kind};
+
+    use super::*;
+
+    fn header(sock_id: u64, pid: u32, flags: u32) -> EventHeader {
+        EventHeader {
+            kind: kind::OPEN,
+            flags,
+            time_ns: 0,
+            pid_tgid: (pid as u64) << 32,
+            cgroup_id: 1,
+            sock_id,
+            seq: 0,
+            total_len: 0,
+            captured_len: 0,
+            fd: 3,
+            comm: [0; 16],
+            tuple: SockTuple {
+                family: 2,
+                local_port: 1,
+                remote_port: 2,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn open_close_exit_expiry_and_bound() {
+        let mut t = ConnectionTable::new(2, 100);
+        assert!(t.open(&header(1, 10, flag::ROLE_CLIENT), 0).is_empty());
+        let (c, _) = t.get_or_create(&header(2, 11, 0), 50);
+        assert_eq!(c.info.role, Role::Unknown);
+        // Full: the least recently seen connection (sock 1) is evicted.
+        let ended = t.open(&header(3, 10, flag::ROLE_SERVER), 60);
+        assert_eq!(
+            ended.iter().map(|c| c.info.sock_id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.process_exited(10).len(), 1);
+        assert_eq!(t.expire_idle(151).len(), 1);
+        assert!(t.is_empty());
+        assert!(t.close(2).is_none());
+    }
+
+    #[test]
+    fn reused_socket_address_starts_a_new_connection() {
+        let mut t = ConnectionTable::new(8, 100);
+        t.open(&header(1, 10, flag::ROLE_CLIENT), 0);
+        let first = t.get_or_create(&header(1, 10, 0), 1).0.info.id;
+        let ended = t.open(&header(1, 10, flag::ROLE_CLIENT), 2);
+        assert_eq!(ended.len(), 1);
+        assert_ne!(t.get_or_create(&header(1, 10, 0), 3).0.info.id, first);
+    }
+}

@@ -1,0 +1,304 @@
+//! Loads the kernel object with its read-only configuration and attaches the syscall,
+//! socket-state and process tracepoints.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, UProbe},
+};
+use tapwire_agent_common::{KernelOffsets, MAX_CAPTURE_BYTES, MAX_RECORDS_PER_CALL, filter};
+use thiserror::Error;
+use tracing::warn;
+
+use super::attach_plan::{AttachPlan, explain};
+
+/// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
+static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tapwire-agent-ebpf"));
+
+/// Why the programs could not be loaded or capture cannot work.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("this agent was built with AYA_BUILD_SKIP=1 and contains no kernel programs")]
+    NoKernelObject,
+    #[error("loading the kernel object failed: {0}")]
+    Load(String),
+    #[error("map {0} missing from the kernel object")]
+    MissingMap(&'static str),
+    #[error("configuring map {name}: {reason}")]
+    Map { name: &'static str, reason: String },
+    #[error("capture is impossible: {0}")]
+    CaptureImpossible(String),
+}
+
+/// Include/exclude lists applied in the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureFilters {
+    pub include_pids: Vec<u32>,
+    pub exclude_pids: Vec<u32>,
+    pub include_ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    pub include_cgroups: Vec<u64>,
+    pub exclude_cgroups: Vec<u64>,
+}
+
+impl CaptureFilters {
+    fn flags(&self) -> u32 {
+        let mut flags = 0;
+        for (list_empty, bit) in [
+            (self.include_pids.is_empty(), filter::PID_INCLUDE_ACTIVE),
+            (self.exclude_pids.is_empty(), filter::PID_EXCLUDE_ACTIVE),
+            (self.include_ports.is_empty(), filter::PORT_INCLUDE_ACTIVE),
+            (self.exclude_ports.is_empty(), filter::PORT_EXCLUDE_ACTIVE),
+            (
+                self.include_cgroups.is_empty(),
+                filter::CGROUP_INCLUDE_ACTIVE,
+            ),
+            (
+                self.exclude_cgroups.is_empty(),
+                filter::CGROUP_EXCLUDE_ACTIVE,
+            ),
+        ] {
+            if !list_empty {
+                flags |= bit;
+            }
+        }
+        flags
+    }
+}
+
+/// Load-time settings.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Payload bytes copied per syscall (clamped to 256 KiB; iovec calls to 32 KiB).
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// In-kernel filters.
+    pub filters: CaptureFilters,
+}
+
+/// The loaded object plus the maps user space reads.
+pub struct LoadedCapture {
+    /// Owns every program and link: dropping it detaches everything.
+    pub ebpf: Ebpf,
+    /// The one event channel.
+    pub events: RingBuf<MapData>,
+    /// Per-CPU drop counters indexed by `drop_reason`.
+    pub drops: PerCpuArray<MapData, u64>,
+    /// What was attached.
+    pub plan: AttachPlan,
+}
+
+/// Tracepoint programs and the hooks each is attached to.
+const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
+    (
+        "exit_call",
+        "syscalls",
+        &[
+            "sys_exit_read",
+            "sys_exit_recvfrom",
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_readv",
+            "sys_exit_writev",
+            "sys_exit_recvmsg",
+            "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+            "sys_exit_connect",
+            "sys_exit_accept",
+            "sys_exit_accept4",
+        ],
+    ),
+    ("enter_read", "syscalls", &["sys_enter_read"]),
+    ("enter_recvfrom", "syscalls", &["sys_enter_recvfrom"]),
+    (
+        "enter_write",
+        "syscalls",
+        &["sys_enter_write", "sys_enter_sendto"],
+    ),
+    ("enter_readv", "syscalls", &["sys_enter_readv"]),
+    ("enter_writev", "syscalls", &["sys_enter_writev"]),
+    ("enter_recvmsg", "syscalls", &["sys_enter_recvmsg"]),
+    ("enter_sendmsg", "syscalls", &["sys_enter_sendmsg"]),
+    ("enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
+    ("enter_connect", "syscalls", &["sys_enter_connect"]),
+    (
+        "enter_accept",
+        "syscalls",
+        &["sys_enter_accept", "sys_enter_accept4"],
+    ),
+    ("enter_close", "syscalls", &["sys_enter_close"]),
+    ("sock_state", "sock", &["inet_sock_set_state"]),
+    ("process_exec", "sched", &["sched_process_exec"]),
+    ("process_exit", "sched", &["sched_process_exit"]),
+];
+
+/// The TLS uprobe programs (loaded here, attached per library by `tls_libraries`).
+pub const TLS_PROGRAMS: &[&str] = &[
+    "ssl_read",
+    "ssl_write",
+    "ssl_read_ex",
+    "ssl_write_ex",
+    "ssl_control",
+    "ssl_return",
+];
+
+/// Loads the object, fills the filter maps and attaches the tracepoints. Fails when no
+/// data can be captured at all.
+pub fn load_and_attach(
+    options: &LoadOptions,
+    offsets: &KernelOffsets,
+    load_tls: bool,
+) -> Result<LoadedCapture, LoadError> {
+    if KERNEL_OBJECT.is_empty() {
+        return Err(LoadError::NoKernelObject);
+    }
+    let agent_tgid = std::process::id();
+    let capture_bytes = options
+        .capture_bytes
+        .min((MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES) as u32);
+    let filter_flags = options.filters.flags();
+    // Wake the reader once an eighth of the ring is filled; it drains on a timer too.
+    let wakeup_bytes = u64::from(options.ring_bytes / 8);
+    let possible_cpus = aya::util::nr_cpus()
+        .map_err(|(path, e)| LoadError::Load(format!("counting CPUs from {path}: {e}")))?
+        .get();
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .override_global("AGENT_TGID", &agent_tgid, true)
+        .override_global("CAPTURE_BYTES", &capture_bytes, true)
+        .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .map_max_entries("EVENTS", options.ring_bytes)
+        .map_max_entries("SCRATCH", possible_cpus)
+        .load(KERNEL_OBJECT)
+        .map_err(|e| LoadError::Load(explain(&e)))?;
+    fill_filters(&mut ebpf, &options.filters)?;
+
+    let mut plan = AttachPlan::default();
+    for (program, category, hooks) in TRACEPOINTS {
+        let loaded = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing from the object"))
+            .and_then(|p| {
+                let tp: &mut TracePoint = p.try_into().map_err(|e| explain(&e))?;
+                tp.load().map_err(|e| explain(&e))?;
+                Ok(tp)
+            });
+        match loaded {
+            Err(why) => {
+                for hook in *hooks {
+                    plan.record(program, &format!("{category}/{hook}"), Err(why.clone()));
+                }
+            }
+            Ok(tp) => {
+                for hook in *hooks {
+                    let result = tp
+                        .attach(category, hook)
+                        .map(|_| ())
+                        .map_err(|e| explain(&e));
+                    plan.record(program, &format!("{category}/{hook}"), result);
+                }
+            }
+        }
+    }
+    let essential = [
+        ("exit_call", "syscalls/sys_exit_read"),
+        ("exit_call", "syscalls/sys_exit_write"),
+        ("enter_read", "syscalls/sys_enter_read"),
+        ("enter_write", "syscalls/sys_enter_write"),
+    ];
+    if let Some((program, target)) = essential.iter().find(|(p, t)| !plan.is_attached(p, t)) {
+        let why = plan
+            .outcomes
+            .iter()
+            .find(|o| o.program == *program && o.target == *target)
+            .and_then(|o| o.failure.clone())
+            .unwrap_or_default();
+        return Err(LoadError::CaptureImpossible(format!(
+            "{program} could not attach to {target}: {why}\n{plan}"
+        )));
+    }
+    if load_tls {
+        for program in TLS_PROGRAMS {
+            let result = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} missing from the object"))
+                .and_then(|p| {
+                    let probe: &mut UProbe = p.try_into().map_err(|e| explain(&e))?;
+                    probe.load().map_err(|e| explain(&e))
+                });
+            if let Err(why) = &result {
+                warn!(program, %why, "TLS probe not loaded");
+                plan.record(program, "(load)", result);
+            }
+        }
+    }
+    let events = ebpf
+        .take_map("EVENTS")
+        .ok_or(LoadError::MissingMap("EVENTS"))?;
+    let events = RingBuf::try_from(events).map_err(|e| LoadError::Map {
+        name: "EVENTS",
+        reason: e.to_string(),
+    })?;
+    let drops = ebpf
+        .take_map("DROPS")
+        .ok_or(LoadError::MissingMap("DROPS"))?;
+    let drops = PerCpuArray::try_from(drops).map_err(|e| LoadError::Map {
+        name: "DROPS",
+        reason: e.to_string(),
+    })?;
+    Ok(LoadedCapture {
+        ebpf,
+        events,
+        drops,
+        plan,
+    })
+}
+
+fn fill_filters(ebpf: &mut Ebpf, filters: &CaptureFilters) -> Result<(), LoadError> {
+    fn fill<K: aya::Pod + Copy>(
+        ebpf: &mut Ebpf,
+        name: &'static str,
+        entries: &[(K, u8)],
+    ) -> Result<(), LoadError> {
+        let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+        let mut map: BpfHashMap<&mut MapData, K, u8> =
+            BpfHashMap::try_from(map).map_err(|e| LoadError::Map {
+                name,
+                reason: e.to_string(),
+            })?;
+        for (key, value) in entries {
+            map.insert(key, value, 0).map_err(|e| LoadError::Map {
+                name,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+    fill(
+        ebpf,
+        "PID_FILTER",
+        &tagged(&filters.include_pids, &filters.exclude_pids),
+    )?;
+    fill(
+        ebpf,
+        "PORT_FILTER",
+        &tagged(&filters.include_ports, &filters.exclude_ports),
+    )?;
+    fill(
+        ebpf,
+        "CGROUP_FILTER",
+        &tagged(&filters.include_cgroups, &filters.exclude_cgroups),
+    )?;
+    Ok(())
+}
+
+fn tagged<K: Copy>(include: &[K], exclude: &[K]) -> Vec<(K, u8)> {
+    include
+        .iter()
+        .map(|k| (*k, filter::INCLUDE))
+        .chain(exclude.iter().map(|k| (*k, filter::EXCLUDE)))
+        .collect()
+}

@@ -1,0 +1,72 @@
+//! Prepares the host for eBPF: tracefs and bpffs mounted, memlock limit raised (best
+//! effort: recent kernels account BPF memory to the memory cgroup instead).
+
+use std::{ffi::CString, path::Path};
+
+use tracing::{info, warn};
+
+fn is_mounted(target: &str, fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                let _ = f.next();
+                f.next() == Some(target) && f.next() == Some(fstype)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let (source, fs, dir) = (c(fstype)?, c(fstype)?, c(target)?);
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            dir.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf when absent. Failure
+/// is logged: tracepoint attachment then reports the real consequence.
+pub fn ensure_kernel_filesystems() {
+    for (fstype, target) in [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")] {
+        if is_mounted(target, fstype) {
+            continue;
+        }
+        if !Path::new(target).exists() {
+            warn!(target, "mount point missing; not mounting {fstype}");
+            continue;
+        }
+        match mount(fstype, target) {
+            Ok(()) => info!(target, "mounted {fstype}"),
+            Err(e) => warn!(target, error = %e, "could not mount {fstype}"),
+        }
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK to infinity; on kernels that account BPF memory to cgroups the
+/// limit does not matter, so failure is only a warning.
+pub fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK; continuing (BPF memory is cgroup-accounted on kernels >= 5.11)"
+        );
+    }
+}
