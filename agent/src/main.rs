@@ -73,6 +73,11 @@ async fn main() -> anyhow::Result<()> {
     })
     .context("--redact-pattern")?;
 
+    if let Some(path) = args.export.token_file.clone() {
+        args.export
+            .load_token_file()
+            .with_context(|| format!("reading --token-file {}", path.display()))?;
+    }
     let Some(export_config) = args.export.config(&node) else {
         let sink: Box<dyn StreamSink> = match args.output.unwrap_or(OutputMode::Raw) {
             OutputMode::Raw => Box::new(RawJsonSink::new(BufWriter::with_capacity(

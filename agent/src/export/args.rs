@@ -16,6 +16,10 @@ pub struct ExportArgs {
     /// Bearer token the collector expects.
     #[arg(long, env = "TAPWIRE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (a mounted Kubernetes Secret); a trailing newline
+    /// is ignored.
+    #[arg(long, env = "TAPWIRE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed the collector's certificate.
     #[arg(long, env = "TAPWIRE_CA")]
     pub ca: Option<PathBuf>,
@@ -67,6 +71,15 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 impl ExportArgs {
+    /// Reads `--token-file` into the token, so a misconfigured secret fails at start-up.
+    pub fn load_token_file(&mut self) -> std::io::Result<()> {
+        if let Some(path) = &self.token_file {
+            let token = std::fs::read_to_string(path)?;
+            self.token = Some(token.trim_end_matches(['\r', '\n']).to_string());
+        }
+        Ok(())
+    }
+
     /// The exporter's configuration when `--collector` is given; `node` names this machine.
     pub fn config(&self, node: &str) -> Option<ExportConfig> {
         let url = self.collector.clone()?;
