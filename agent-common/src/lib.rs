@@ -17,7 +17,7 @@ pub const MAX_RECORDS_PER_CALL: usize = 8;
 pub const SCRATCH_DATA_BYTES: usize = 2 * MAX_CAPTURE_BYTES;
 
 /// iovec entries walked per readv/writev/sendmsg/recvmsg call (bounded loop).
-pub const MAX_IOV_SEGMENTS: u32 = 16;
+pub const MAX_IOV_SEGMENTS: u32 = 32;
 
 /// Length of the kernel's task command name.
 pub const COMM_LEN: usize = 16;

@@ -33,11 +33,19 @@ pub struct AgentArgs {
     #[arg(long, env = "TAPWIRE_NODE")]
     pub node_name: Option<String>,
     /// More header names whose values are redacted (besides Authorization, Cookie, …).
-    #[arg(long = "redact-header", env = "TAPWIRE_REDACT_HEADERS", value_delimiter = ',')]
+    #[arg(
+        long = "redact-header",
+        env = "TAPWIRE_REDACT_HEADERS",
+        value_delimiter = ','
+    )]
     pub redact_headers: Vec<String>,
     /// More parameter/JSON field name fragments whose values are redacted (besides
     /// token, password, secret, api_key …).
-    #[arg(long = "redact-field", env = "TAPWIRE_REDACT_FIELDS", value_delimiter = ',')]
+    #[arg(
+        long = "redact-field",
+        env = "TAPWIRE_REDACT_FIELDS",
+        value_delimiter = ','
+    )]
     pub redact_fields: Vec<String>,
     /// Regular expressions whose matches are redacted in headers, targets and bodies.
     #[arg(long = "redact-pattern")]

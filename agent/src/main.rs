@@ -2,8 +2,8 @@
 
 use std::io::{BufWriter, stdout};
 
-use clap::Parser as _;
 use anyhow::Context as _;
+use clap::Parser as _;
 use tapwire_agent::{
     capture::{check_privileges, run},
     config::{AgentArgs, OutputMode},

@@ -171,6 +171,7 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Starts it on a free loopback port.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = Child::spawn(
             "grpc server",

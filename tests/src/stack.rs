@@ -210,13 +210,12 @@ impl Cli {
         })
     }
 
-    /// Runs `tapwire --server S ARGS -o json`; returns one JSON value per output line.
-    pub fn json(&self, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+    /// Runs `tapwire --server S ARGS`; returns its standard output.
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.bin)
             .arg("--server")
             .arg(&self.server)
             .args(args)
-            .args(["-o", "json"])
             .output()
             .context("running tapwire")?;
         if !out.status.success() {
@@ -225,7 +224,14 @@ impl Cli {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        String::from_utf8_lossy(&out.stdout)
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `tapwire --server S ARGS -o json`; returns one JSON value per output line.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut with_json = args.to_vec();
+        with_json.extend(["-o", "json"]);
+        self.output(&with_json)?
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))

@@ -6,6 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 /// What the agent knows about a process beyond its pid and command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessIdentity {
+    /// The process's command name (`/proc/PID/comm` of its main thread). The kernel
+    /// reports the name of the *thread* that moved the bytes, which for threaded servers
+    /// is a worker's name (`tokio-rt-worker`), not the program's.
+    pub comm: Option<String>,
     /// `/proc/PID/exe` target (inside the process's mount namespace).
     pub exe: Option<Arc<str>>,
     /// The container runtime's id, when the process runs in a container.
@@ -56,7 +60,15 @@ fn read_identity(pid: u32) -> ProcessIdentity {
         .ok()
         .and_then(|text| container_id_from_cgroup(&text))
         .map(Arc::from);
-    ProcessIdentity { exe, container_id }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_string())
+        .filter(|c| !c.is_empty());
+    ProcessIdentity {
+        comm,
+        exe,
+        container_id,
+    }
 }
 
 /// Extracts a container id (64 hex digits) from /proc/PID/cgroup text, as written by

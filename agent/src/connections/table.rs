@@ -210,7 +210,7 @@ fn new_connection(
             id,
             sock_id: header.sock_id,
             pid: (header.pid_tgid >> 32) as u32,
-            comm: comm(header),
+            comm: identity.comm.unwrap_or_else(|| comm(header)),
             exe: identity.exe,
             cgroup_id: header.cgroup_id,
             container_id: identity.container_id,

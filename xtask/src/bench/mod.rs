@@ -4,6 +4,7 @@
 
 mod e2e;
 mod ingest;
+mod query;
 mod stats;
 
 use clap::Args;
@@ -15,7 +16,7 @@ use crate::tools::{self, step};
 /// Options of `cargo xtask bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Which benchmarks to run (all when none is named): capture, parse, ingest, e2e.
+    /// Which benchmarks to run (all when none is named): capture, parse, ingest, query, e2e.
     names: Vec<String>,
 }
 
@@ -37,6 +38,10 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "ingest",
         run: || ingest::run(&ingest::IngestBenchOptions::default()),
+    },
+    Bench {
+        name: "query",
+        run: query::run,
     },
     Bench {
         name: "e2e",
@@ -96,10 +101,19 @@ fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Va
 /// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench.rs).
 fn capture() -> anyhow::Result<serde_json::Value> {
     process::run(command("cargo").args([
-        "build", "--release", "-p", "tapwire-agent", "--bin", "capture-bench", "--bin", "tapwire-agent",
+        "build",
+        "--release",
+        "-p",
+        "tapwire-agent",
+        "--bin",
+        "capture-bench",
+        "--bin",
+        "tapwire-agent",
     ]))?;
     let out = process::output(&mut command(
-        &tools::workspace_root().join("target/release/capture-bench").to_string_lossy(),
+        &tools::workspace_root()
+            .join("target/release/capture-bench")
+            .to_string_lossy(),
     ))?;
     last_json_line(&out, "capture")
 }

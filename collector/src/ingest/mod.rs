@@ -1,0 +1,8 @@
+//! Ingest: the `Ingest` gRPC service agents push batches to, and the pipeline that makes a
+//! batch durable (payload segments first, then index rows and rollups) before its ack.
+
+pub mod pipeline;
+pub mod service;
+
+pub use pipeline::{BatchOutcome, BatchWriter};
+pub use service::IngestService;

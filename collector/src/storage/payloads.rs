@@ -1,0 +1,277 @@
+//! Payload segments in an object store (docs/storage.md).
+//!
+//! A segment is one object holding a sequence of frames; each frame is one protobuf `Pair`
+//! compressed on its own with zstd, so the index row's offset and length read back one pair
+//! with a ranged GET. Keys are `segments/YYYY/MM/DD/HH/<uuidv7>.seg` by the pairs' hour,
+//! so retention deletes whole hours.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload,
+    aws::{AmazonS3Builder, AmazonS3ConfigKey},
+    local::LocalFileSystem,
+    path::Path,
+    prefix::PrefixStore,
+};
+use prost::Message;
+use tapwire_proto::v1::Pair;
+
+use super::{StorageError, hour::CivilHour};
+
+/// zstd level for frames: level 1 keeps ingest cheap; payloads are mostly text and still
+/// shrink well.
+const FRAME_ZSTD_LEVEL: i32 = 1;
+/// A frame never decompresses to more than this (a `Pair` is bounded by the batch size).
+const MAX_FRAME_DECODED: usize = 256 * 1024 * 1024;
+
+/// Where full pairs live: a local folder or an S3-compatible bucket.
+#[derive(Clone, Debug)]
+pub struct PayloadStore {
+    store: Arc<dyn ObjectStore>,
+    /// The folder of a local store: written segments are fsynced there, because an ack
+    /// promises durability and the local object store only writes to the page cache.
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// Where one pair's frame was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameLocation {
+    /// The segment's object key.
+    pub key: String,
+    /// Byte offset of the frame in the segment.
+    pub offset: u64,
+    /// Byte length of the frame.
+    pub length: u32,
+}
+
+impl PayloadStore {
+    /// Opens the store named by `url`: `file:///DIR` (created if missing) or
+    /// `s3://bucket/prefix` (endpoint, region and credentials from the usual `AWS_*`
+    /// environment variables, e.g. `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_ALLOW_HTTP`).
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("s3://") {
+            return Self::open_s3(url, &[]);
+        }
+        let Some(dir) = url.strip_prefix("file://") else {
+            return Err(StorageError::Config(format!(
+                "unsupported payload store {url:?}: use file:///DIR or s3://bucket/prefix"
+            )));
+        };
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Config(format!("cannot create payload folder {dir}: {e}"))
+        })?;
+        let local =
+            LocalFileSystem::new_with_prefix(dir).map_err(|source| StorageError::ObjectStore {
+                context: format!("open payload folder {dir}"),
+                source,
+            })?;
+        Ok(Self {
+            store: Arc::new(local),
+            local_root: Some(std::path::PathBuf::from(dir)),
+        })
+    }
+
+    /// Opens `s3://bucket/prefix` with the `AWS_*` environment variables overridden by
+    /// `options` (keys as `AmazonS3ConfigKey` names them, e.g. `aws_endpoint`,
+    /// `aws_access_key_id`, `aws_allow_http`).
+    pub fn open_s3(url: &str, options: &[(&str, String)]) -> Result<Self, StorageError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StorageError::Config(format!("not an s3:// URL: {url}")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::Config(format!("no bucket in {url}")));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key
+                .parse()
+                .map_err(|_| StorageError::Config(format!("unknown S3 setting {key}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let s3 = builder
+            .build()
+            .map_err(|source| StorageError::ObjectStore {
+                context: format!("configure S3 for {url}"),
+                source,
+            })?;
+        let prefix = prefix.trim_matches('/');
+        Ok(Self {
+            store: if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            },
+            local_root: None,
+        })
+    }
+
+    /// Compresses pairs into frames, one per pair, reusing one zstd context (creating a
+    /// context per frame costs more than compressing a small pair).
+    pub fn encode_frames<'a>(
+        pairs: impl IntoIterator<Item = &'a Pair>,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let failed = |e: std::io::Error| StorageError::CorruptPayload {
+            key: String::new(),
+            offset: 0,
+            reason: format!("zstd compression failed: {e}"),
+        };
+        let mut compressor = zstd::bulk::Compressor::new(FRAME_ZSTD_LEVEL).map_err(failed)?;
+        let mut encoded = Vec::new();
+        pairs
+            .into_iter()
+            .map(|pair| {
+                encoded.clear();
+                pair.encode(&mut encoded)
+                    .map_err(|e| StorageError::CorruptPayload {
+                        key: String::new(),
+                        offset: 0,
+                        reason: format!("protobuf encoding failed: {e}"),
+                    })?;
+                compressor.compress(&encoded).map_err(failed)
+            })
+            .collect()
+    }
+
+    /// Writes one segment of already encoded frames for the hour starting at `hour_secs`,
+    /// and returns where each frame landed (in input order).
+    pub async fn write_segment(
+        &self,
+        hour_secs: i64,
+        frames: Vec<Vec<u8>>,
+    ) -> Result<Vec<FrameLocation>, StorageError> {
+        let c = CivilHour::from_unix(hour_secs);
+        let key = format!(
+            "segments/{:04}/{:02}/{:02}/{:02}/{}.seg",
+            c.year,
+            c.month,
+            c.day,
+            c.hour,
+            uuid::Uuid::now_v7()
+        );
+        let mut locations = Vec::with_capacity(frames.len());
+        let mut offset = 0u64;
+        let mut payload = Vec::with_capacity(frames.iter().map(Vec::len).sum());
+        for frame in frames {
+            let length = u32::try_from(frame.len()).map_err(|_| StorageError::CorruptPayload {
+                key: key.clone(),
+                offset,
+                reason: "frame larger than 4 GiB".into(),
+            })?;
+            locations.push(FrameLocation {
+                key: key.clone(),
+                offset,
+                length,
+            });
+            offset += u64::from(length);
+            payload.extend_from_slice(&frame);
+        }
+        self.store
+            .put(&Path::from(key.as_str()), PutPayload::from(payload))
+            .await
+            .map_err(|source| StorageError::ObjectStore {
+                context: format!("write segment {key}"),
+                source,
+            })?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(&key);
+            tokio::task::spawn_blocking(move || sync_file_and_folder(&file))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|e| StorageError::CorruptPayload {
+                    key: key.clone(),
+                    offset: 0,
+                    reason: format!("fsync failed: {e}"),
+                })?;
+        }
+        Ok(locations)
+    }
+
+    /// Reads one pair back with a ranged read of its segment.
+    pub async fn read_pair(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u32,
+    ) -> Result<Pair, StorageError> {
+        let range = offset..offset + u64::from(length);
+        let frame: Bytes = self
+            .store
+            .get_range(&Path::from(key), range)
+            .await
+            .map_err(|source| StorageError::ObjectStore {
+                context: format!("read {key} at {offset}+{length}"),
+                source,
+            })?;
+        let corrupt = |reason: String| StorageError::CorruptPayload {
+            key: key.to_owned(),
+            offset,
+            reason,
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(frame.as_ref())
+            .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        let mut decoded = Vec::new();
+        // Bounded read: a corrupt frame cannot make us allocate without limit.
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut decoder, MAX_FRAME_DECODED as u64),
+            &mut decoded,
+        )
+        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        Pair::decode(decoded.as_slice()).map_err(|e| corrupt(format!("protobuf: {e}")))
+    }
+
+    /// Deletes every segment of the hours that end at or before `cutoff_secs`, and returns
+    /// how many objects were removed.
+    pub async fn delete_segments_before(&self, cutoff_secs: i64) -> Result<u64, StorageError> {
+        let cutoff = CivilHour::from_unix(super::hour::hour_start(cutoff_secs));
+        // Keys sort like times (fixed-width fields), so comparing the hour folder to the
+        // cutoff's folder as strings is comparing hours.
+        let cutoff_dir = format!(
+            "segments/{:04}/{:02}/{:02}/{:02}/",
+            cutoff.year, cutoff.month, cutoff.day, cutoff.hour
+        );
+        let prefix = Path::from("segments");
+        let mut stale = Vec::new();
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) =
+            listing
+                .try_next()
+                .await
+                .map_err(|source| StorageError::ObjectStore {
+                    context: "list segments".into(),
+                    source,
+                })?
+        {
+            let key = meta.location.to_string();
+            let hour_dir = key.as_bytes().get(..cutoff_dir.len());
+            if hour_dir.is_some_and(|dir| dir < cutoff_dir.as_bytes()) {
+                stale.push(meta.location);
+            }
+        }
+        let mut removed = 0;
+        for location in stale {
+            self.store
+                .delete(&location)
+                .await
+                .map_err(|source| StorageError::ObjectStore {
+                    context: format!("delete {location}"),
+                    source,
+                })?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// Flushes a new file and its folder entry to disk.
+fn sync_file_and_folder(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    if let Some(folder) = file.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}

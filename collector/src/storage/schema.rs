@@ -1,0 +1,224 @@
+//! Versioned schema migrations (docs/storage.md), applied at start-up or by `migrate`.
+//!
+//! Every migration runs in its own transaction under an advisory lock, and is recorded in
+//! `schema_migrations`, so running them again (or from two collectors at once) is a no-op.
+//! The flavor (TimescaleDB or plain PostgreSQL) is chosen once, when the schema is first
+//! created, and remembered in `tapwire_settings`.
+
+use tokio_postgres::Client;
+
+use super::{Flavor, StorageError};
+
+/// Serializes migrations between collectors sharing one database.
+const MIGRATION_LOCK: i64 = 0x7461_7077_6972_6501;
+
+/// One schema version.
+struct Migration {
+    version: i32,
+    name: &'static str,
+    timescaledb: &'static str,
+    postgres: &'static str,
+}
+
+const RR_PAIRS_COLUMNS: &str = r#"
+    time            timestamptz NOT NULL,
+    id              uuid        NOT NULL,
+    is_inbound      boolean     NOT NULL,
+    node            text        NOT NULL DEFAULT '',
+    namespace       text        NOT NULL DEFAULT '',
+    service         text        NOT NULL DEFAULT '',
+    pod             text        NOT NULL DEFAULT '',
+    container_id    text        NOT NULL DEFAULT '',
+    pid             integer     NOT NULL,
+    comm            text        NOT NULL,
+    protocol        text        NOT NULL,
+    method          text        NOT NULL,
+    scheme          text        NOT NULL,
+    authority       text        NOT NULL,
+    path            text        NOT NULL,
+    endpoint        text        NOT NULL,
+    status          integer     NOT NULL,
+    grpc_status     integer,
+    is_error        boolean     NOT NULL,
+    duration_ns     bigint      NOT NULL,
+    request_size    bigint      NOT NULL,
+    response_size   bigint      NOT NULL,
+    local_addr      text        NOT NULL,
+    remote_addr     text        NOT NULL,
+    remote_service  text        NOT NULL DEFAULT '',
+    tls             boolean     NOT NULL,
+    complete        boolean     NOT NULL,
+    truncated       boolean     NOT NULL,
+    partial_headers boolean     NOT NULL,
+    lost_events     boolean     NOT NULL,
+    segment_key     text        NOT NULL,
+    segment_offset  bigint      NOT NULL,
+    segment_length  integer     NOT NULL,
+    PRIMARY KEY (time, id)
+"#;
+
+const ROLLUP_COLUMNS: &str = r#"
+    bucket          timestamptz NOT NULL,
+    node            text        NOT NULL,
+    namespace       text        NOT NULL,
+    service         text        NOT NULL,
+    remote_service  text        NOT NULL,
+    protocol        text        NOT NULL,
+    method          text        NOT NULL,
+    endpoint        text        NOT NULL,
+    is_inbound      boolean     NOT NULL,
+    status_class    smallint    NOT NULL,
+    grpc_error      boolean     NOT NULL,
+    count           bigint      NOT NULL,
+    errors          bigint      NOT NULL,
+    duration_sum_ns bigint      NOT NULL,
+    latency_hist    bigint[]    NOT NULL,
+    PRIMARY KEY (bucket, node, namespace, service, remote_service, protocol, method,
+                 endpoint, is_inbound, status_class, grpc_error)
+"#;
+
+const COMMON_OBJECTS: &str = r#"
+CREATE INDEX rr_pairs_service_time ON rr_pairs (service, time DESC);
+CREATE INDEX rr_pairs_direction_time ON rr_pairs (is_inbound, time DESC);
+CREATE INDEX rr_pairs_id ON rr_pairs (id);
+-- Element-wise sum of two latency histograms, for rollup upserts.
+CREATE FUNCTION tapwire_hist_add(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i)
+    FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i)
+$$;
+"#;
+
+fn migrations() -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        name: "rr_pairs and rr_rollup_1m",
+        timescaledb: concat!(
+            "CREATE EXTENSION IF NOT EXISTS timescaledb;\n",
+            "CREATE TABLE rr_pairs (%PAIRS%);\n",
+            // No default `time` index: the primary key (time, id) already serves it.
+            "SELECT create_hypertable('rr_pairs', by_range('time', INTERVAL '1 hour'), ",
+            "create_default_indexes => false);\n",
+            "CREATE TABLE rr_rollup_1m (%ROLLUP%);\n",
+            "SELECT create_hypertable('rr_rollup_1m', by_range('bucket', INTERVAL '1 day'), ",
+            "create_default_indexes => false);\n",
+            "%COMMON%"
+        ),
+        postgres: concat!(
+            "CREATE TABLE rr_pairs (%PAIRS%) PARTITION BY RANGE (time);\n",
+            "CREATE TABLE rr_rollup_1m (%ROLLUP%) PARTITION BY RANGE (bucket);\n",
+            // Same origin as TimescaleDB's time_bucket, so buckets agree on both flavors.
+            "CREATE FUNCTION time_bucket(bucket_width interval, ts timestamptz) ",
+            "RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS ",
+            "$$ SELECT date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$;\n",
+            "%COMMON%"
+        ),
+    }]
+}
+
+fn render(template: &str) -> String {
+    template
+        .replace("%PAIRS%", RR_PAIRS_COLUMNS)
+        .replace("%ROLLUP%", ROLLUP_COLUMNS)
+        .replace("%COMMON%", COMMON_OBJECTS)
+}
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StorageError {
+    move |source| StorageError::Database { context, source }
+}
+
+/// Applies every pending migration and returns the schema's flavor.
+pub async fn migrate(client: &mut Client) -> Result<Flavor, StorageError> {
+    let tx = client.transaction().await.map_err(db("begin migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db("take the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE IF NOT EXISTS tapwire_settings (key text PRIMARY KEY, value text NOT NULL);",
+    )
+    .await
+    .map_err(db("create schema_migrations"))?;
+
+    let flavor = match tx
+        .query_opt(
+            "SELECT value FROM tapwire_settings WHERE key = 'flavor'",
+            &[],
+        )
+        .await
+        .map_err(db("read the schema flavor"))?
+    {
+        Some(row) => match row.get::<_, &str>(0) {
+            "timescaledb" => Flavor::TimescaleDb,
+            _ => Flavor::Postgres,
+        },
+        None => {
+            let flavor = detect_flavor(&tx).await?;
+            let name = match flavor {
+                Flavor::TimescaleDb => "timescaledb",
+                Flavor::Postgres => "postgres",
+            };
+            tx.execute(
+                "INSERT INTO tapwire_settings (key, value) VALUES ('flavor', $1)",
+                &[&name],
+            )
+            .await
+            .map_err(db("record the schema flavor"))?;
+            flavor
+        }
+    };
+
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(db("read applied migrations"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for migration in migrations() {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let sql = render(match flavor {
+            Flavor::TimescaleDb => migration.timescaledb,
+            Flavor::Postgres => migration.postgres,
+        });
+        tx.batch_execute(&sql)
+            .await
+            .map_err(db("apply a schema migration"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(db("record a schema migration"))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            ?flavor,
+            "applied migration"
+        );
+    }
+    tx.commit().await.map_err(db("commit migrations"))?;
+    Ok(flavor)
+}
+
+/// TimescaleDB is used when the server can load it (installed and preloaded).
+async fn detect_flavor(tx: &tokio_postgres::Transaction<'_>) -> Result<Flavor, StorageError> {
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+                    AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+            &[],
+        )
+        .await
+        .map_err(db("detect TimescaleDB"))?;
+    Ok(if row.get::<_, bool>(0) {
+        Flavor::TimescaleDb
+    } else {
+        Flavor::Postgres
+    })
+}
