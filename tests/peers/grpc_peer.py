@@ -11,6 +11,8 @@ they decode schemalessly:
 
   grpc_peer.py serve --port P
   grpc_peer.py call --port P [--count N]   runs every method N times, prints one JSON line
+  grpc_peer.py hold --port P --seconds S   one channel, SayHello every 0.2 s for S seconds
+                                           (a connection that outlives an agent's start)
 """
 import argparse
 import json
@@ -116,6 +118,19 @@ def call(port: int, count: int) -> None:
     print(json.dumps(results), flush=True)
 
 
+def hold(port: int, seconds: float) -> None:
+    calls = 0
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        hello = channel.unary_unary(f"/{SERVICE}/SayHello", ident, ident)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            hello(encode(f"late{calls}"))
+            calls += 1
+            time.sleep(0.2)
+    print(json.dumps({"calls": calls}), flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -126,9 +141,14 @@ def main() -> int:
     c.add_argument("--count", type=int, default=1)
     c.add_argument("--interval", type=float, default=0.0)
     c.add_argument("--forever", action="store_true")
+    h = sub.add_parser("hold")
+    h.add_argument("--port", type=int, required=True)
+    h.add_argument("--seconds", type=float, required=True)
     a = p.parse_args()
     if a.cmd == "serve":
         serve(a.port)
+    elif a.cmd == "hold":
+        hold(a.port, a.seconds)
     else:
         while True:
             call(a.port, a.count)

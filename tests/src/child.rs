@@ -16,16 +16,27 @@ pub struct Child {
 impl Child {
     /// Starts `cmd`, with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let err = out.try_clone()?;
+        Self::spawn_split(name, cmd, log, log)
+    }
+
+    /// Starts `cmd`, with stdout appended to `stdout` and stderr to `stderr`.
+    pub fn spawn_split(
+        name: &str,
+        cmd: &mut Command,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> anyhow::Result<Self> {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))
+        };
         let inner = cmd
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
+            .stdout(open(stdout)?)
+            .stderr(open(stderr)?)
             // Its own process group: a Ctrl-C meant for the supervisor must not reach the
             // children first, so they stop in the right order.
             .process_group(0)

@@ -28,9 +28,11 @@ pub fn python() -> PathBuf {
     }
 }
 
-/// The gRPC peer script (server and client), `tests/peers/grpc_peer.py`.
-pub fn grpc_peer_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/grpc_peer.py")
+/// A peer script of `tests/peers/`.
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name)
 }
 
 /// Writes the files the web peers serve into `dir/www`.
@@ -161,26 +163,28 @@ impl PythonHttpServer {
     }
 }
 
-/// The grpcio server of `tests/peers/grpc_peer.py` (plaintext h2c).
-pub struct GrpcServer {
+/// A server from `tests/peers/` (`SCRIPT serve --port P`): the grpcio server
+/// (`grpc_peer.py`, plaintext h2c), the HTTP/1.1 keep-alive server (`http1_peer.py`) or
+/// the WebSocket server (`ws_peer.py`).
+pub struct PeerServer {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
 }
 
-impl GrpcServer {
-    /// Starts it on a free loopback port.
-    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+impl PeerServer {
+    /// Starts `tests/peers/SCRIPT` on a free loopback port, its log in `dir`.
+    pub fn start(script: &str, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = Child::spawn(
-            "grpc server",
-            Command::new(python()).arg(grpc_peer_script()).args([
+            script,
+            Command::new(python()).arg(peer_script(script)).args([
                 "serve",
                 "--port",
                 &addr.port().to_string(),
             ]),
-            &dir.join("grpc-server.log"),
+            &dir.join(format!("{script}.log")),
         )?;
         wait_for_port(addr, Duration::from_secs(20))?;
         Ok(Self { addr, child })
@@ -192,21 +196,34 @@ impl GrpcServer {
     }
 }
 
-/// Runs every RPC kind of the gRPC peer `count` times against `addr`; returns the
-/// client's JSON summary.
-pub fn grpc_calls(addr: SocketAddr, count: u32) -> anyhow::Result<serde_json::Value> {
+/// Runs `tests/peers/SCRIPT ARGS… --port P` as a client; returns its JSON summary.
+pub fn peer_call(
+    script: &str,
+    addr: SocketAddr,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(python())
-        .arg(grpc_peer_script())
-        .args(["call", "--port", &addr.port().to_string()])
-        .args(["--count", &count.to_string()])
+        .arg(peer_script(script))
+        .args(args)
+        .args(["--port", &addr.port().to_string()])
         .output()
-        .context("running the gRPC client")?;
+        .with_context(|| format!("running {script} {args:?}"))?;
     anyhow::ensure!(
         out.status.success(),
-        "gRPC client failed: {}",
+        "{script} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Runs every RPC kind of the gRPC peer `count` times against `addr`; returns the
+/// client's JSON summary.
+pub fn grpc_calls(addr: SocketAddr, count: u32) -> anyhow::Result<serde_json::Value> {
+    peer_call(
+        "grpc_peer.py",
+        addr,
+        &["call", "--count", &count.to_string()],
+    )
 }
 
 /// Runs curl with `args`; returns its stdout.

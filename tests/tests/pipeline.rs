@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 use support::json::{flag, number, optional_number, text};
 use support::{Scratch, postgres_root_args, preflight};
-use tapwire_e2e::peers::{self, GrpcServer, HELLO_BODY, Nginx, PythonHttpServer};
+use tapwire_e2e::peers::{self, HELLO_BODY, Nginx, PeerServer, PythonHttpServer};
 use tapwire_e2e::stack::{Agent, Cli, Collector};
 
 /// Pairs of the listing whose path is `path`, split into (outbound, inbound).
@@ -30,7 +30,7 @@ fn every_protocol_appears_once_per_side_with_identity_and_bodies() {
     let collector = Collector::start(&bins, &dir.join("collector"), dir, &root_args).unwrap();
     let http = PythonHttpServer::start(&dir.join("http")).unwrap();
     let nginx = Nginx::start(&dir.join("nginx")).unwrap();
-    let grpc = GrpcServer::start(&dir.join("grpc")).unwrap();
+    let grpc = PeerServer::start("grpc_peer.py", &dir.join("grpc")).unwrap();
     let mut agent = Agent::start(&bins, &collector.url(), &dir.join("agent"), dir, &[]).unwrap();
     let cli = Cli::new(&bins, &collector.url()).unwrap();
 

@@ -4,13 +4,13 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tapwire_e2e::peers::{self, GrpcServer, Nginx, PythonHttpServer};
+use tapwire_e2e::peers::{self, Nginx, PeerServer, PythonHttpServer};
 
 /// The demo's servers and the state of its client loop.
 pub struct Demo {
     http: PythonHttpServer,
     nginx: Nginx,
-    grpc: GrpcServer,
+    grpc: PeerServer,
     next: Instant,
     round: u64,
 }
@@ -24,7 +24,7 @@ impl Demo {
         Ok(Self {
             http: PythonHttpServer::start(&dir.join("http"))?,
             nginx: Nginx::start(&dir.join("nginx"))?,
-            grpc: GrpcServer::start(&dir.join("grpc"))?,
+            grpc: PeerServer::start("grpc_peer.py", &dir.join("grpc"))?,
             next: Instant::now(),
             round: 0,
         })
