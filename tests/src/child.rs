@@ -33,6 +33,18 @@ impl Child {
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))
         };
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (sigemptyset, pthread_sigmask). A supervisor that blocks SIGINT/SIGTERM to wait
+        // for them synchronously (`cargo xtask up`) must not pass that mask on: a child
+        // with SIGTERM blocked could never shut down cleanly.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
         let inner = cmd
             .stdin(Stdio::null())
             .stdout(open(stdout)?)

@@ -22,8 +22,9 @@ impl Binaries {
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
             PathBuf::from,
         );
+        let dir = target.join(profile);
         Self {
-            dir: target.join(profile),
+            dir: dir.canonicalize().unwrap_or(dir),
         }
     }
 
@@ -77,6 +78,10 @@ impl Collector {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
+        // Waiting for the port below would mistake another process for this collector.
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            bail!("{addr} is already in use (is another tapwire collector running?)");
+        }
         let bin = bins.path("tapwire-collector")?;
         let log = log_dir.join("collector.log");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();

@@ -57,8 +57,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs)?;
     let bins = Binaries::profile(profile);
-    // Blocked before any child starts, so none of them inherits a Ctrl-C meant for us
-    // (they run in their own process groups) and we can stop them in order.
+    // Waited for synchronously. The children run in their own process groups (a
+    // terminal's Ctrl-C reaches only us) with an empty signal mask (`Child`), so we stop
+    // them in order: agent first (it flushes), then the collector.
     let signals = SignalWait::block()?;
 
     step("starting the collector (managed TimescaleDB, payloads in .tapwire/collector)");
