@@ -68,19 +68,7 @@ pub fn run(opts: &IngestBenchOptions) -> anyhow::Result<serde_json::Value> {
         "nothing to send"
     );
     if opts.profile == "release" {
-        let status =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "tapwire-collector",
-                    "--bin",
-                    "tapwire-collector",
-                ])
-                .status()
-                .context("building the collector")?;
-        anyhow::ensure!(status.success(), "building the collector failed");
+        super::build_release(&[("tapwire-collector", "tapwire-collector")])?;
     }
     let bins = Binaries::profile(&opts.profile);
     let scratch = std::env::temp_dir().join(format!("tapwire-bench-ingest-{}", std::process::id()));

@@ -100,22 +100,26 @@ fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Va
 
 /// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench.rs).
 fn capture() -> anyhow::Result<serde_json::Value> {
-    process::run(command("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "tapwire-agent",
-        "--bin",
-        "capture-bench",
-        "--bin",
-        "tapwire-agent",
-    ]))?;
+    build_release(&[
+        ("tapwire-agent", "capture-bench"),
+        ("tapwire-agent", "tapwire-agent"),
+    ])?;
     let out = process::output(&mut command(
         &tools::workspace_root()
             .join("target/release/capture-bench")
             .to_string_lossy(),
     ))?;
     last_json_line(&out, "capture")
+}
+
+/// Builds the release binaries of `bins` (`package/binary` pairs) that a benchmark runs.
+pub(crate) fn build_release(bins: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut cmd = command("cargo");
+    cmd.args(["build", "--release"]);
+    for (package, bin) in bins {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    process::run(&mut cmd)
 }
 
 /// The figures a benchmark prints as its last JSON line.
@@ -137,16 +141,11 @@ fn parse() -> anyhow::Result<serde_json::Value> {
 
 fn e2e() -> anyhow::Result<serde_json::Value> {
     step("building release binaries for the end-to-end run");
-    process::run(command("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "tapwire-agent",
-        "-p",
-        "tapwire-collector",
-        "-p",
-        "tapwire-cli",
-    ]))?;
+    build_release(&[
+        ("tapwire-agent", "tapwire-agent"),
+        ("tapwire-collector", "tapwire-collector"),
+        ("tapwire-cli", "tapwire"),
+    ])?;
     e2e::run(60)
 }
 

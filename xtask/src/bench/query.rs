@@ -43,19 +43,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_PAIRS);
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "tapwire-collector",
-                "--bin",
-                "tapwire-collector",
-            ])
-            .status()
-            .context("building the collector")?;
-    anyhow::ensure!(status.success(), "building the collector failed");
+    super::build_release(&[("tapwire-collector", "tapwire-collector")])?;
     let scratch = std::env::temp_dir().join(format!("tapwire-bench-query-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
