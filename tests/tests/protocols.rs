@@ -1,7 +1,7 @@
 //! Protocol parsing on real traffic: the real agent (`--output jsonl`, limited to the
 //! servers' ports) captures real clients talking to real servers, and each test asserts
-//! the exact pairs: HTTP/1.1 keep-alive with chunked, HEAD, 304 and POST; paced HTTP/1.1
-//! load → nginx;
+//! the exact pairs: HTTP/1.1 keep-alive with chunked, HEAD, 304 and POST; wrk and paced
+//! HTTP/1.1 load → nginx;
 //! h2load → nginx over TLS and h2; a WebSocket exchange; an HTTP/2 connection that
 //! started before the agent.
 
@@ -26,10 +26,14 @@ struct JsonlAgent {
 
 impl JsonlAgent {
     fn start(bins: &Binaries, dir: &Path, ports: &[u16]) -> Self {
+        Self::start_with(bins, dir, ports, &[])
+    }
+
+    fn start_with(bins: &Binaries, dir: &Path, ports: &[u16], extra: &[&str]) -> Self {
         let out = dir.join("pairs.jsonl");
         let err = dir.join("agent.log");
         let mut cmd = Command::new(bins.path("tapwire-agent").unwrap());
-        cmd.args(["--output", "jsonl"]);
+        cmd.args(["--output", "jsonl"]).args(extra);
         for port in ports {
             cmd.args(["--include-port", &port.to_string()]);
         }
@@ -163,6 +167,49 @@ fn paced_http1_load_to_nginx_pairs_every_request() {
             && flag(p, "complete")
             && !flag(p, "lost_events")
             && body(&p["response"]) == HELLO_BODY.as_bytes()));
+    }
+}
+
+#[test]
+fn wrk_to_nginx_every_exchange_paired() {
+    let Some(bins) = preflight("wrk") else { return };
+    let scratch = Scratch::new("proto-wrk");
+    let nginx = Nginx::start(&scratch.dir).unwrap();
+    // wrk saturates nginx; a ring buffer that holds the whole 1 s burst lets even a debug
+    // build of the agent catch up afterwards, so every exchange must come out paired.
+    let agent = JsonlAgent::start_with(
+        &bins,
+        &scratch.dir,
+        &[nginx.http.port()],
+        &["--ring-mib", "256"],
+    );
+    let url = format!("http://{}/hello.txt", nginx.http);
+    let out = Command::new("wrk")
+        .args(["-t1", "-c2", "-d1s", &url])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    // "  12345 requests in 1.00s, …"
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in {report}"));
+    std::thread::sleep(Duration::from_secs(3));
+    let pairs = agent.stop();
+    for side in [inbound(&pairs), outbound(&pairs)] {
+        let ok = side
+            .iter()
+            .filter(|p| {
+                number(p, "status") == 200 && flag(p, "complete") && !flag(p, "lost_events")
+            })
+            .count() as u64;
+        // wrk counts completed requests; at most one per connection is cut off at the end.
+        assert!(
+            ok >= requests && side.len() as u64 <= requests + 2,
+            "{ok} complete pairs of {} for {requests} requests",
+            side.len()
+        );
     }
 }
 
