@@ -16,8 +16,14 @@ pub const MAX_RECORDS_PER_CALL: usize = 8;
 /// payload so that the verifier can prove `offset < MAX` plus `len <= MAX` stays inside.
 pub const SCRATCH_DATA_BYTES: usize = 2 * MAX_CAPTURE_BYTES;
 
-/// iovec entries walked per readv/writev/sendmsg/recvmsg call (bounded loop).
+/// iovec entries walked per readv/writev/sendmsg/recvmsg call (bounded loop). grpc-core
+/// writes one HTTP/2 HEADERS frame as 20+ small slices, so 16 cut frames short.
 pub const MAX_IOV_SEGMENTS: u32 = 32;
+
+/// iovec entries walked when the capture cap exceeds one record (`--capture-bytes` above
+/// `MAX_CAPTURE_BYTES`): the multi-record path and a 32-entry walk together exceed the
+/// verifier's complexity budget.
+pub const MAX_IOV_SEGMENTS_MULTI_RECORD: u32 = 16;
 
 /// Length of the kernel's task command name.
 pub const COMM_LEN: usize = 16;

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tapwire_agent_common::{
     DataEvent, EVENT_HEADER_BYTES, EventHeader, MAX_CAPTURE_BYTES, MAX_IOV_SEGMENTS,
-    MAX_RECORDS_PER_CALL, SockTuple, drop_reason,
+    MAX_IOV_SEGMENTS_MULTI_RECORD, MAX_RECORDS_PER_CALL, SockTuple, drop_reason,
 };
 
 use crate::kernel_structs::read_tuple;
@@ -254,8 +254,15 @@ pub fn send_data(sk: u64, fd: u32, flags: u32, total: u64, bytes: UserBytes, tup
             }
         }
         UserBytes::Vector(iov, count) => {
+            // A constant to the verifier (read-only global), so it prunes the iterations
+            // that can never run.
+            let segments = if capture_cap_per_call() > MAX_CAPTURE_BYTES as u64 {
+                MAX_IOV_SEGMENTS_MULTI_RECORD as u64
+            } else {
+                MAX_IOV_SEGMENTS as u64
+            };
             for i in 0..MAX_IOV_SEGMENTS as u64 {
-                if i >= count || copied >= want {
+                if i >= count || i >= segments || copied >= want {
                     break;
                 }
                 let Ok(segment) = (unsafe {
