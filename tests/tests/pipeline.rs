@@ -140,13 +140,23 @@ fn every_protocol_appears_once_per_side_with_identity_and_bodies() {
     assert_eq!(optional_number(out[0], "grpc_status"), Some(5));
     assert_eq!(optional_number(inb[0], "grpc_status"), Some(5));
 
-    // Throughput counts what the clients did: 10 calls, each seen once per side.
+    // Throughput counts exactly what the clients did: three plain GETs, each seen once
+    // per side.
     let buckets = cli
-        .json(&["throughput", "--since", "10m", "--interval", "1m"])
+        .json(&[
+            "throughput",
+            "--since",
+            "10m",
+            "--interval",
+            "1m",
+            "--text",
+            "/hello.txt?n=",
+        ])
         .unwrap();
-    let ours = |key: &str| buckets.iter().map(|b| number(b, key)).sum::<u64>();
-    assert!(
-        ours("inbound") >= 10 && ours("outbound") >= 10,
+    let total = |key: &str| buckets.iter().map(|b| number(b, key)).sum::<u64>();
+    assert_eq!(
+        (total("inbound"), total("outbound")),
+        (3, 3),
         "{buckets:#?}"
     );
 
