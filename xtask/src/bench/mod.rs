@@ -104,12 +104,20 @@ fn capture() -> anyhow::Result<serde_json::Value> {
         ("tapwire-agent", "capture-bench"),
         ("tapwire-agent", "tapwire-agent"),
     ])?;
-    let out = process::output(&mut command(
-        &tools::workspace_root()
-            .join("target/release/capture-bench")
-            .to_string_lossy(),
-    ))?;
-    last_json_line(&out, "capture")
+    // Its stdout goes to a file, not a pipe: nginx and the agent it starts inherit stdout,
+    // and a pipe read to EOF would wait for them as well as for the benchmark.
+    let dir = tools::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("capture-bench.out");
+    process::run(
+        command(
+            &tools::workspace_root()
+                .join("target/release/capture-bench")
+                .to_string_lossy(),
+        )
+        .stdout(std::fs::File::create(&log)?),
+    )?;
+    last_json_line(&std::fs::read_to_string(&log)?, "capture")
 }
 
 /// Builds the release binaries of `bins` (`package/binary` pairs) that a benchmark runs.
