@@ -1,5 +1,6 @@
 //! `Throughput`: per-bucket counts (inbound/outbound, errors) and latency percentiles, from raw
-//! rows for short ranges and from `rr_rollup_1m` for long ones, with identical answers.
+//! rows for short ranges and from the rollups for long ones (`rr_rollup_1h` when the buckets
+//! are whole hours, `rr_rollup_1m` otherwise), with identical answers.
 //!
 //! Buckets are aligned like `time_bucket` (origin 2000-01-03 00:00 UTC) and the range is widened
 //! to whole buckets, so the first and last bucket count all their pairs: that is what makes the
@@ -24,6 +25,7 @@ pub const ROLLUP_MIN_RANGE: Duration = Duration::from_secs(6 * 3600);
 /// The most buckets one answer may have.
 pub const MAX_BUCKETS: i64 = 10_000;
 const MINUTE_US: i64 = 60_000_000;
+const HOUR_US: i64 = 60 * MINUTE_US;
 
 /// The start of the bucket holding `t_us` (both in microseconds since the epoch).
 pub fn bucket_start(t_us: i64, interval_us: i64) -> i64 {
@@ -75,9 +77,9 @@ pub async fn throughput(
         start: from_micros(first),
         end: from_micros(end),
     };
-    let use_rollup = interval % MINUTE_US == 0
-        && asked.length() > ROLLUP_MIN_RANGE
-        && rollup_can_answer(&filter);
+    let rollup = (asked.length() > ROLLUP_MIN_RANGE && rollup_can_answer(&filter))
+        .then(|| rollup_table(interval))
+        .flatten();
     let mut buckets = vec![Acc::default(); count as usize];
     let client = stores.db.get().await?;
     let slot = |b: i64| -> Option<usize> {
@@ -85,12 +87,14 @@ pub async fn throughput(
         (0..count).contains(&i).then_some(i as usize)
     };
 
-    if use_rollup {
+    if let Some(table) = rollup {
+        // One row per stored rollup row, summed here: adding 160-entry histograms in Rust
+        // is far cheaper than unnesting them into rows for SQL to group.
         let mut w = rollup_where(&filter, &range)?;
         let iv = w.param(interval);
         let sql = format!(
-            "SELECT time_bucket({iv}::bigint * INTERVAL '1 microsecond', bucket) AS b, is_inbound, \
-             sum(count)::bigint, sum(errors)::bigint FROM rr_rollup_1m {} GROUP BY 1, 2",
+            "SELECT time_bucket({iv}::bigint * INTERVAL '1 microsecond', bucket), is_inbound, \
+             count, errors, latency_hist FROM {table} {}",
             w.clause()
         );
         for row in client
@@ -100,27 +104,13 @@ pub async fn throughput(
             let b: SystemTime = row.try_get(0)?;
             let Some(i) = slot(micros(b)) else { continue };
             let (n, errors) = (
-                row.try_get::<_, i64>(2)? as u64,
-                row.try_get::<_, i64>(3)? as u64,
+                row.try_get::<_, i64>(2)?.max(0) as u64,
+                row.try_get::<_, i64>(3)?.max(0) as u64,
             );
             add_counts(&mut buckets[i], row.try_get(1)?, n, errors);
-        }
-        let sql = format!(
-            "SELECT time_bucket({iv}::bigint * INTERVAL '1 microsecond', r.bucket) AS b, \
-             u.i - 1, sum(u.h)::bigint FROM rr_rollup_1m AS r \
-             CROSS JOIN LATERAL unnest(r.latency_hist) WITH ORDINALITY AS u(h, i) {} \
-             AND u.h > 0 GROUP BY 1, 2",
-            w.clause()
-        );
-        for row in client
-            .query(&client.prepare_cached(&sql).await?, &w.params())
-            .await?
-        {
-            let b: SystemTime = row.try_get(0)?;
-            let Some(i) = slot(micros(b)) else { continue };
             buckets[i]
                 .latency
-                .add(row.try_get(1)?, row.try_get::<_, i64>(2)?.max(0) as u64);
+                .add_counts(&row.try_get::<_, Vec<i64>>(4)?);
         }
     } else {
         let mut w = pairs_where(&filter, &range)?;
@@ -170,8 +160,22 @@ pub async fn throughput(
         .collect();
     Ok(ThroughputResponse {
         buckets,
-        source: if use_rollup { "rollup" } else { "raw" }.into(),
+        source: match rollup {
+            Some(table) => table.trim_start_matches("rr_").into(),
+            None => "raw".into(),
+        },
     })
+}
+
+/// The coarsest rollup whose buckets tile buckets of `interval` exactly, if any.
+fn rollup_table(interval: i64) -> Option<&'static str> {
+    if interval % HOUR_US == 0 {
+        Some("rr_rollup_1h")
+    } else if interval % MINUTE_US == 0 {
+        Some("rr_rollup_1m")
+    } else {
+        None
+    }
 }
 
 fn add_counts(acc: &mut Acc, is_inbound: bool, n: u64, errors: u64) {

@@ -60,8 +60,31 @@ pub(crate) const TYPES: [Type; 33] = [
     Type::INT4,
 ];
 
-const UPSERT_ROLLUPS: &str = "
-INSERT INTO rr_rollup_1m (bucket, node, namespace, service, remote_service, protocol, method,
+/// A rollup table and the width of its buckets.
+#[derive(Debug, Clone, Copy)]
+struct Rollup {
+    table: &'static str,
+    width_secs: i64,
+}
+
+/// Per-minute aggregates: charts over hours, and every filter the rollups keep.
+const ROLLUP_1M: Rollup = Rollup {
+    table: "rr_rollup_1m",
+    width_secs: 60,
+};
+/// Per-hour aggregates: charts over days.
+const ROLLUP_1H: Rollup = Rollup {
+    table: "rr_rollup_1h",
+    width_secs: 3600,
+};
+
+impl Rollup {
+    /// The upsert of a batch's aggregates, one row per array element, ordered like the
+    /// keys so concurrent batches take row locks in the same order.
+    fn upsert_sql(&self) -> String {
+        let t = self.table;
+        format!(
+            "INSERT INTO {t} (bucket, node, namespace, service, remote_service, protocol, method,
     endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns, latency_hist)
 SELECT u.bucket, u.node, u.namespace, u.service, u.remote_service, u.protocol, u.method,
     u.endpoint, u.is_inbound, u.status_class, u.grpc_error, u.count, u.errors, u.duration_sum_ns,
@@ -74,10 +97,13 @@ FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $
 ORDER BY u.ord
 ON CONFLICT (bucket, node, namespace, service, remote_service, protocol, method, endpoint,
     is_inbound, status_class, grpc_error) DO UPDATE SET
-    count = rr_rollup_1m.count + EXCLUDED.count,
-    errors = rr_rollup_1m.errors + EXCLUDED.errors,
-    duration_sum_ns = rr_rollup_1m.duration_sum_ns + EXCLUDED.duration_sum_ns,
-    latency_hist = tapwire_hist_add(rr_rollup_1m.latency_hist, EXCLUDED.latency_hist)";
+    count = {t}.count + EXCLUDED.count,
+    errors = {t}.errors + EXCLUDED.errors,
+    duration_sum_ns = {t}.duration_sum_ns + EXCLUDED.duration_sum_ns,
+    latency_hist = tapwire_hist_add({t}.latency_hist, EXCLUDED.latency_hist)"
+        )
+    }
+}
 
 fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StorageError {
     move |source| StorageError::Database { context, source }
@@ -87,7 +113,8 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StorageErr
 /// same order and cannot deadlock.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct RollupKey {
-    minute: i64,
+    /// The bucket's start, Unix seconds.
+    bucket: i64,
     node: String,
     namespace: String,
     service: String,
@@ -100,7 +127,7 @@ struct RollupKey {
     grpc_error: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RollupValue {
     count: i64,
     errors: i64,
@@ -268,7 +295,7 @@ async fn upsert_rollups(
     for &i in new_rows {
         let r = &rows[i];
         let key = RollupKey {
-            minute: r.time_secs - r.time_secs.rem_euclid(60),
+            bucket: r.time_secs - r.time_secs.rem_euclid(ROLLUP_1M.width_secs),
             node: r.node.clone(),
             namespace: r.namespace.clone(),
             service: r.service.clone(),
@@ -294,14 +321,49 @@ async fn upsert_rollups(
     if groups.is_empty() {
         return Ok(());
     }
+    let mut hours: BTreeMap<RollupKey, RollupValue> = BTreeMap::new();
+    for (key, value) in &groups {
+        let hour = RollupKey {
+            bucket: key.bucket - key.bucket.rem_euclid(ROLLUP_1H.width_secs),
+            ..key.clone()
+        };
+        match hours.get_mut(&hour) {
+            Some(sum) => sum.add(value),
+            None => {
+                hours.insert(hour, value.clone());
+            }
+        }
+    }
+    // Minutes before hours in every transaction, so no two batches wait on each other.
+    upsert(tx, ROLLUP_1M, &groups).await?;
+    upsert(tx, ROLLUP_1H, &hours).await
+}
+
+impl RollupValue {
+    fn add(&mut self, other: &RollupValue) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.duration_sum_ns = self.duration_sum_ns.saturating_add(other.duration_sum_ns);
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a += b;
+        }
+    }
+}
+
+/// Upserts one rollup table's rows for a batch.
+async fn upsert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rollup: Rollup,
+    groups: &BTreeMap<RollupKey, RollupValue>,
+) -> Result<(), StorageError> {
     let n = groups.len();
     let mut buckets = Vec::with_capacity(n);
     let mut text_cols: [Vec<&str>; 7] = Default::default();
     let (mut inbound, mut class, mut grpc_error) = (Vec::new(), Vec::new(), Vec::new());
     let (mut count, mut errors, mut sums) = (Vec::new(), Vec::new(), Vec::new());
     let mut hists = Vec::with_capacity(n * histogram::BUCKETS);
-    for (k, v) in &groups {
-        buckets.push(UNIX_EPOCH + Duration::from_secs(k.minute.unsigned_abs()));
+    for (k, v) in groups {
+        buckets.push(UNIX_EPOCH + Duration::from_secs(k.bucket.unsigned_abs()));
         for (col, value) in text_cols.iter_mut().zip([
             &k.node,
             &k.namespace,
@@ -323,7 +385,7 @@ async fn upsert_rollups(
     }
     let buckets: Vec<SystemTime> = buckets;
     let statement = tx
-        .prepare_cached(UPSERT_ROLLUPS)
+        .prepare_cached(&rollup.upsert_sql())
         .await
         .map_err(db("prepare the rollup upsert"))?;
     let [

@@ -1,5 +1,5 @@
-//! Native range partitions for plain PostgreSQL: hourly for `rr_pairs`, daily for
-//! `rr_rollup_1m` (docs/storage.md). TimescaleDB creates its chunks itself.
+//! Native range partitions for plain PostgreSQL: hourly for `rr_pairs`, daily for the
+//! rollups `rr_rollup_1m` and `rr_rollup_1h` (docs/storage.md). TimescaleDB creates its chunks itself.
 //!
 //! Partitions are created ahead of time by the maintenance task and on demand for late or
 //! early data, before a batch's transaction, so a batch never fails for lack of one.
@@ -32,9 +32,12 @@ fn pairs_partition(hour: i64) -> String {
     )
 }
 
-fn rollup_partition(day: i64) -> String {
+/// The rollup tables, partitioned by day.
+const ROLLUP_TABLES: [&str; 2] = ["rr_rollup_1m", "rr_rollup_1h"];
+
+fn rollup_partition(table: &str, day: i64) -> String {
     let c = CivilHour::from_unix(day);
-    format!("rr_rollup_1m_p{:04}{:02}{:02}", c.year, c.month, c.day)
+    format!("{table}_p{:04}{:02}{:02}", c.year, c.month, c.day)
 }
 
 /// Parses `rr_pairs_pYYYYMMDDHH` / `rr_rollup_1m_pYYYYMMDD` back to the Unix start.
@@ -94,12 +97,14 @@ impl PartitionManager {
             ));
         }
         for &d in &new_days {
-            ddl.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF rr_rollup_1m FOR VALUES FROM ('{}') TO ('{}');\n",
-                rollup_partition(d),
-                CivilHour::from_unix(d).sql_literal(),
-                CivilHour::from_unix(d + DAY).sql_literal()
-            ));
+            for table in ROLLUP_TABLES {
+                ddl.push_str(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {table} FOR VALUES FROM ('{}') TO ('{}');\n",
+                    rollup_partition(table, d),
+                    CivilHour::from_unix(d).sql_literal(),
+                    CivilHour::from_unix(d + DAY).sql_literal()
+                ));
+            }
         }
         let tx = client
             .transaction()
@@ -131,7 +136,7 @@ impl PartitionManager {
                 "SELECT c.relname::text, p.relname::text FROM pg_inherits i
                  JOIN pg_class c ON c.oid = i.inhrelid
                  JOIN pg_class p ON p.oid = i.inhparent
-                 WHERE p.relname IN ('rr_pairs', 'rr_rollup_1m')",
+                 WHERE p.relname IN ('rr_pairs', 'rr_rollup_1m', 'rr_rollup_1h')",
                 &[],
             )
             .await
@@ -142,7 +147,7 @@ impl PartitionManager {
             let (start, len) = if parent == "rr_pairs" {
                 (partition_start(&name, "rr_pairs_p"), HOUR)
             } else {
-                (partition_start(&name, "rr_rollup_1m_p"), DAY)
+                (partition_start(&name, &format!("{parent}_p")), DAY)
             };
             let Some(start) = start else { continue };
             if start + len > cutoff {
@@ -180,9 +185,12 @@ mod tests {
         assert_eq!(pairs_partition(h), "rr_pairs_p2026112807");
         assert_eq!(partition_start(&pairs_partition(h), "rr_pairs_p"), Some(h));
         let d = day_start(1_795_849_933);
-        assert_eq!(rollup_partition(d), "rr_rollup_1m_p20261128");
         assert_eq!(
-            partition_start(&rollup_partition(d), "rr_rollup_1m_p"),
+            rollup_partition("rr_rollup_1m", d),
+            "rr_rollup_1m_p20261128"
+        );
+        assert_eq!(
+            partition_start(&rollup_partition("rr_rollup_1h", d), "rr_rollup_1h_p"),
             Some(d)
         );
         assert_eq!(partition_start("rr_pairs_default", "rr_pairs_p"), None);

@@ -39,7 +39,7 @@ pub async fn enforce_retention(
         Flavor::TimescaleDb => {
             let cutoff_time = UNIX_EPOCH + Duration::from_secs(cutoff.max(0).unsigned_abs());
             let mut n = 0u64;
-            for table in ["rr_pairs", "rr_rollup_1m"] {
+            for table in ["rr_pairs", "rr_rollup_1m", "rr_rollup_1h"] {
                 let rows = client
                     .query(
                         &format!("SELECT drop_chunks('{table}', older_than => $1::timestamptz)"),

@@ -90,37 +90,82 @@ $$;
 "#;
 
 fn migrations() -> Vec<Migration> {
-    vec![Migration {
-        version: 1,
-        name: "rr_pairs and rr_rollup_1m",
-        timescaledb: concat!(
-            "CREATE EXTENSION IF NOT EXISTS timescaledb;\n",
-            "CREATE TABLE rr_pairs (%PAIRS%);\n",
-            // No default `time` index: the primary key (time, id) already serves it.
-            "SELECT create_hypertable('rr_pairs', by_range('time', INTERVAL '1 hour'), ",
-            "create_default_indexes => false);\n",
-            "CREATE TABLE rr_rollup_1m (%ROLLUP%);\n",
-            "SELECT create_hypertable('rr_rollup_1m', by_range('bucket', INTERVAL '1 day'), ",
-            "create_default_indexes => false);\n",
-            "%COMMON%"
-        ),
-        postgres: concat!(
-            "CREATE TABLE rr_pairs (%PAIRS%) PARTITION BY RANGE (time);\n",
-            "CREATE TABLE rr_rollup_1m (%ROLLUP%) PARTITION BY RANGE (bucket);\n",
-            // Same origin as TimescaleDB's time_bucket, so buckets agree on both flavors.
-            "CREATE FUNCTION time_bucket(bucket_width interval, ts timestamptz) ",
-            "RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS ",
-            "$$ SELECT date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$;\n",
-            "%COMMON%"
-        ),
-    }]
+    vec![
+        Migration {
+            version: 1,
+            name: "rr_pairs and rr_rollup_1m",
+            timescaledb: concat!(
+                "CREATE EXTENSION IF NOT EXISTS timescaledb;\n",
+                "CREATE TABLE rr_pairs (%PAIRS%);\n",
+                // No default `time` index: the primary key (time, id) already serves it.
+                "SELECT create_hypertable('rr_pairs', by_range('time', INTERVAL '1 hour'), ",
+                "create_default_indexes => false);\n",
+                "CREATE TABLE rr_rollup_1m (%ROLLUP%);\n",
+                "SELECT create_hypertable('rr_rollup_1m', by_range('bucket', INTERVAL '1 day'), ",
+                "create_default_indexes => false);\n",
+                "%COMMON%"
+            ),
+            postgres: concat!(
+                "CREATE TABLE rr_pairs (%PAIRS%) PARTITION BY RANGE (time);\n",
+                "CREATE TABLE rr_rollup_1m (%ROLLUP%) PARTITION BY RANGE (bucket);\n",
+                // Same origin as TimescaleDB's time_bucket, so buckets agree on both flavors.
+                "CREATE FUNCTION time_bucket(bucket_width interval, ts timestamptz) ",
+                "RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS ",
+                "$$ SELECT date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') $$;\n",
+                "%COMMON%"
+            ),
+        },
+        // Charts over days read an hour's aggregates instead of sixty minutes' worth.
+        Migration {
+            version: 2,
+            name: "rr_rollup_1h",
+            timescaledb: concat!(
+                "CREATE TABLE rr_rollup_1h (%ROLLUP%);\n",
+                "SELECT create_hypertable('rr_rollup_1h', by_range('bucket', INTERVAL '7 days'), ",
+                "create_default_indexes => false);\n",
+                "%BACKFILL_1H%"
+            ),
+            postgres: concat!(
+                "CREATE TABLE rr_rollup_1h (%ROLLUP%) PARTITION BY RANGE (bucket);\n",
+                "%PARTITIONS_1H%",
+                "%BACKFILL_1H%"
+            ),
+        },
+    ]
 }
 
+/// Builds `rr_rollup_1h` from the minutes already stored, so a schema upgraded in place
+/// answers long ranges as before.
+const BACKFILL_1H: &str = r#"
+CREATE AGGREGATE tapwire_hist_sum(bigint[]) (SFUNC = tapwire_hist_add, STYPE = bigint[]);
+INSERT INTO rr_rollup_1h
+SELECT time_bucket(INTERVAL '1 hour', bucket), node, namespace, service, remote_service,
+    protocol, method, endpoint, is_inbound, status_class, grpc_error, sum(count)::bigint,
+    sum(errors)::bigint, sum(duration_sum_ns)::bigint, tapwire_hist_sum(latency_hist)
+FROM rr_rollup_1m
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11;
+"#;
+
+/// On plain PostgreSQL, the daily partitions the backfill needs (the partition manager
+/// makes the later ones).
+const PARTITIONS_1H: &str = r#"
+DO $$
+DECLARE d date;
+BEGIN
+    FOR d IN SELECT DISTINCT (bucket AT TIME ZONE 'UTC')::date FROM rr_rollup_1m LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF rr_rollup_1h FOR VALUES FROM (%L) TO (%L)',
+            'rr_rollup_1h_p' || to_char(d, 'YYYYMMDD'), d::text || ' 00:00:00+00',
+            (d + 1)::text || ' 00:00:00+00');
+    END LOOP;
+END $$;
+"#;
 fn render(template: &str) -> String {
     template
         .replace("%PAIRS%", RR_PAIRS_COLUMNS)
         .replace("%ROLLUP%", ROLLUP_COLUMNS)
         .replace("%COMMON%", COMMON_OBJECTS)
+        .replace("%BACKFILL_1H%", BACKFILL_1H)
+        .replace("%PARTITIONS_1H%", PARTITIONS_1H)
 }
 
 fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StorageError {

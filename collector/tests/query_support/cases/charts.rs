@@ -103,7 +103,7 @@ pub async fn throughput_buckets(b: &impl Backend, sent: &mut Vec<Pair>) {
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .into_inner();
         // Ranges over 6 h with a filter the rollup keeps are served from it.
-        let source = if name == "1d" { "rollup" } else { "raw" };
+        let source = if name == "1d" { "rollup_1h" } else { "raw" };
         assert_eq!(answer.source, source, "{name}");
         check_buckets(
             name,
@@ -181,7 +181,12 @@ pub async fn rollup_equals_raw(b: &impl Backend, sent: &mut Vec<Pair>) {
                 ..filter.clone()
             };
             let raw = client.throughput(ask(forced)).await.unwrap().into_inner();
-            assert_eq!(rollup.source, "rollup", "{name}");
+            let table = if secs % 3600 == 0 {
+                "rollup_1h"
+            } else {
+                "rollup_1m"
+            };
+            assert_eq!(rollup.source, table, "{name} {secs}s");
             assert_eq!(raw.source, "raw", "{name}");
             assert_eq!(
                 rollup.buckets, raw.buckets,
