@@ -148,6 +148,39 @@ impl Collector {
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
+
+    /// The lines of the managed PostgreSQL's `postmaster.pid` (line 1 is the postmaster's
+    /// pid, line 4 its port). It exists only while the collector runs that server.
+    fn postmaster_lines(&self) -> anyhow::Result<Vec<String>> {
+        let path = self.data_dir.join("postgres/postmaster.pid");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (does this collector run a managed database?)",
+                path.display()
+            )
+        })?;
+        Ok(text.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// The pid of the managed PostgreSQL's postmaster, for fault tests that kill it.
+    pub fn postmaster_pid(&self) -> anyhow::Result<i32> {
+        let lines = self.postmaster_lines()?;
+        let first = lines.first().context("empty postmaster.pid")?;
+        first
+            .parse()
+            .with_context(|| format!("no pid in postmaster.pid: {first:?}"))
+    }
+
+    /// A URL of the managed database (`tapwire` on 127.0.0.1, trust auth for loopback), for
+    /// checks that must bypass the query API, such as running the seed's SQL as a user would.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        let lines = self.postmaster_lines()?;
+        let line = lines.get(3).context("no port line in postmaster.pid")?;
+        let port: u16 = line
+            .parse()
+            .with_context(|| format!("no port in postmaster.pid: {line:?}"))?;
+        Ok(format!("postgres://postgres@127.0.0.1:{port}/tapwire"))
+    }
 }
 
 /// A running `tapwire-agent` shipping to a collector.
@@ -217,6 +250,11 @@ impl Cli {
 
     /// Runs `tapwire --server S ARGS`; returns its standard output.
     pub fn output(&self, args: &[&str]) -> anyhow::Result<String> {
+        Ok(self.run(args)?.0)
+    }
+
+    /// Runs `tapwire --server S ARGS`; returns its standard output and standard error.
+    fn run(&self, args: &[&str]) -> anyhow::Result<(String, String)> {
         let out = Command::new(&self.bin)
             .arg("--server")
             .arg(&self.server)
@@ -229,7 +267,42 @@ impl Cli {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Every pair `tapwire pairs list FILTER --limit 1000 -o json` finds, following the
+    /// `older: --cursor …` hints the CLI prints on standard error page by page (one page
+    /// holds at most 1000 pairs, fewer than a load test makes).
+    pub fn all_pairs(&self, filter: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut rows = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = vec!["pairs", "list", "--limit", "1000", "-o", "json"];
+            args.extend_from_slice(filter);
+            if let Some(c) = &cursor {
+                args.extend(["--cursor", c.as_str()]);
+            }
+            let (stdout, stderr) = self.run(&args)?;
+            let before = rows.len();
+            for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+                rows.push(serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?);
+            }
+            let next = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("older: --cursor "))
+                .map(|c| c.trim().to_string());
+            match next {
+                // An empty page ends the walk even if a cursor is offered, so a cursor that
+                // does not advance cannot loop forever.
+                Some(next) if rows.len() > before && cursor.as_ref() != Some(&next) => {
+                    cursor = Some(next);
+                }
+                _ => return Ok(rows),
+            }
+        }
     }
 
     /// Runs `tapwire --server S ARGS -o json`; returns one JSON value per output line.
