@@ -1,6 +1,8 @@
 //! The whole pipeline, end to end, as a user runs it: the real agent captures real clients
 //! talking to real servers on this machine, the real collector stores the pairs in a real
-//! TimescaleDB, and every assertion is made through the query API with the `tapwire` CLI.
+//! TimescaleDB, and every assertion is made through the query API with the `tapwire` CLI,
+//! except one: the seed's own SQL, run straight against that database, must count what
+//! the query API's Throughput counts.
 
 mod support;
 
@@ -182,6 +184,103 @@ fn every_protocol_appears_once_per_side_with_identity_and_bodies() {
     );
 
     assert!(agent.stop(), "the agent stops cleanly on SIGTERM");
+
+    // The seed's own SQL, run straight against the collector's database, counts what the
+    // query API counts: minute by minute and per direction, over everything the agent
+    // stored (other traffic on this machine included), and exactly the three plain GETs
+    // when restricted to their paths.
+    let url = collector.database_url().unwrap();
+    let restricted = SEED_SQL.replace(
+        "WHERE time > now()",
+        "WHERE path LIKE '/hello.txt?n=%' AND time > now()",
+    );
+    assert_ne!(restricted, SEED_SQL, "the restriction applies");
+    let gets = seed_query(&url, &restricted).unwrap();
+    assert_eq!(totals(&gets), (3, 3), "the seed query's GETs: {gets:?}");
+
+    // The agent has stopped, so what is stored no longer changes once the collector has
+    // written its last batch: take a Throughput answer that two reads agree on.
+    let throughput = || {
+        cli.json(&["throughput", "--since", "1h", "--interval", "1m"])
+            .unwrap()
+            .iter()
+            .map(|b| (number(b, "inbound"), number(b, "outbound")))
+            .filter(|&(i, o)| i + o > 0)
+            .collect::<Vec<_>>()
+    };
+    let mut api = throughput();
+    for _ in 0..20 {
+        let again = throughput();
+        if again == api {
+            break;
+        }
+        api = again;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut seed = per_bucket(&seed_query(&url, SEED_SQL).unwrap());
+    if seed != api {
+        // Once more, in case the last batch landed between the two reads.
+        api = throughput();
+        seed = per_bucket(&seed_query(&url, SEED_SQL).unwrap());
+    }
+    assert!(
+        seed.iter().map(|(i, o)| i + o).sum::<u64>() >= 2 * expected_paths.len() as u64,
+        "the seed query sees at least this test's calls: {seed:?}"
+    );
+    assert_eq!(
+        seed, api,
+        "the seed query's (inbound, outbound) per minute equal Throughput's"
+    );
+}
+
+/// The seed's query, word for word as the design states it, over the last hour.
+const SEED_SQL: &str = "SELECT time_bucket(INTERVAL '1 minute', time) AS bucket, is_inbound, \
+     COUNT(id) FROM rr_pairs WHERE time > now() - INTERVAL '1 hour' \
+     GROUP BY is_inbound, bucket ORDER BY bucket";
+
+/// One row of the seed query: bucket, is_inbound, count.
+type SeedRow = (std::time::SystemTime, bool, i64);
+
+/// Runs `sql` (the seed query or a restriction of it) against the database at `url`.
+fn seed_query(url: &str, sql: &str) -> anyhow::Result<Vec<SeedRow>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let rows = client.query(sql, &[]).await?;
+        drop(client);
+        let _ = connection.await;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    })
+}
+
+/// (inbound, outbound) per bucket, in bucket order, as Throughput reports them.
+fn per_bucket(rows: &[SeedRow]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(std::time::SystemTime, u64, u64)> = Vec::new();
+    for &(bucket, inbound, count) in rows {
+        if out.last().is_none_or(|last| last.0 != bucket) {
+            out.push((bucket, 0, 0));
+        }
+        let last = out.last_mut().expect("pushed above");
+        let count = u64::try_from(count).expect("COUNT is never negative");
+        if inbound {
+            last.1 += count;
+        } else {
+            last.2 += count;
+        }
+    }
+    out.into_iter().map(|(_, i, o)| (i, o)).collect()
+}
+
+/// (inbound, outbound) over all rows of the seed query.
+fn totals(rows: &[SeedRow]) -> (u64, u64) {
+    per_bucket(rows)
+        .iter()
+        .fold((0, 0), |(i, o), (bi, bo)| (i + bi, o + bo))
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
