@@ -6,9 +6,15 @@
 //! - throughput ratio: wrk at saturation with the agent on ÷ with it off, alternating in
 //!   the same run, median of the rounds;
 //! - capture → queryable delay: a tagged request every second during the fixed-rate load,
-//!   and the time until `ListPairs` returns it (p50/p99).
+//!   and the time until `ListPairs` returns both its sides (p50/p99).
+//!
+//! The fixed-rate run comes first, on an idle collector. With it the agent's and the
+//! collector's counters are recorded (kernel drops, sequence gaps, export drops, pairs
+//! stored and skipped as duplicates), so a completeness below 1 says where pairs went.
 
 use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tapwire_e2e::peers::Nginx;
@@ -25,49 +31,46 @@ const CLIENTS: u32 = 20;
 /// Rounds of the saturation comparison.
 const ROUNDS: usize = 3;
 
-/// Runs the benchmark; `seconds` is the length of the fixed-rate run.
+/// Runs the benchmark; `seconds` is the length of the fixed-rate run. The scratch folder
+/// (logs of the collector, agent and nginx) is kept when the run fails.
 pub fn run(seconds: u32) -> anyhow::Result<serde_json::Value> {
     let bins = Binaries::profile("release");
     let scratch = std::env::temp_dir().join(format!("tapwire-bench-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
+    let result = measure(&bins, &scratch, seconds);
+    match &result {
+        Ok(_) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        Err(_) => eprintln!("bench e2e: logs kept in {}", scratch.display()),
+    }
+    result
+}
+
+fn measure(bins: &Binaries, scratch: &Path, seconds: u32) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
     let root = tools::timescaledb_root().to_string_lossy().into_owned();
     let mut collector = Collector::start(
-        &bins,
+        bins,
         &scratch.join("collector"),
-        &scratch,
+        scratch,
         &["--postgres-root", &root],
     )?;
     let nginx = Nginx::start(&scratch.join("nginx"))?;
-    let cli = Cli::new(&bins, &collector.url())?;
+    let cli = Cli::new(bins, &collector.url())?;
+    let agent_state = scratch.join("agent");
 
-    // Saturation: agent off vs on, alternating.
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        off.push(wrk(&nginx, &format!("off{round}"))?);
-        let mut agent = Agent::start(
-            &bins,
-            &collector.url(),
-            &scratch.join("agent"),
-            &scratch,
-            &[],
-        )?;
-        on.push(wrk(&nginx, &format!("on{round}"))?);
-        agent.stop();
-    }
-    let (off_rps, on_rps) = (median(&off), median(&on));
-
-    // Completeness and delay at a fixed rate.
-    let mut agent = Agent::start(
-        &bins,
-        &collector.url(),
-        &scratch.join("agent"),
-        &scratch,
-        &[],
-    )?;
+    // Completeness and delay at a fixed rate, first: the saturation rounds below make
+    // millions of pairs, and the collector's backlog of them would otherwise be measured
+    // as this run's delay.
+    let mut agent = Agent::start(bins, &collector.url(), &agent_state, scratch, &[])?;
     let tag = format!("run{}", std::process::id());
     let url = format!("http://{}/hello.txt?{tag}", nginx.http);
-    let load = Command::new("h2load")
+    // h2load's report goes to a file, not a pipe, like capture-bench's: nothing it starts
+    // can hold the pipe open.
+    let report_path = scratch.join("h2load.out");
+    let mut load = Command::new("h2load")
         .args([
             "--h1",
             "-c",
@@ -76,31 +79,109 @@ pub fn run(seconds: u32) -> anyhow::Result<serde_json::Value> {
             &(RATE / CLIENTS).to_string(),
         ])
         .args(["-D", &seconds.to_string(), &url])
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&report_path)?)
         .spawn()
         .context("starting h2load")?;
     let delays = probe_delays(&cli, &nginx, seconds)?;
-    let out = load.wait_with_output()?;
-    let report = String::from_utf8_lossy(&out.stdout);
-    let sent = h2load_succeeded(&report).context("reading h2load's report")?;
+    let status = load.wait()?;
+    let report = std::fs::read_to_string(&report_path)?;
+    anyhow::ensure!(status.success(), "h2load failed ({status}): {report}");
+    let sent =
+        h2load_succeeded(&report).with_context(|| format!("reading h2load's report: {report}"))?;
     // Both sides of every request: h2load's outbound pair and nginx's inbound pair.
-    let stored = wait_for_count(&cli, &tag, 2 * sent, Duration::from_secs(60))?;
+    let expected = 2 * sent;
+    let (delivered, waited) = wait_for_count(&cli, &tag, expected, Duration::from_secs(60))?;
+    // Where a missing pair went: the agent's own counters, read while it still runs.
+    let agent_counters = scrape(agent.metrics, AGENT_COUNTERS);
+    // Stopped, the agent flushes and resends whatever is unacknowledged; a pair doubled by
+    // such a resend would show only in a count taken after that.
     agent.stop();
+    let (stored, _) = wait_for_count(&cli, &tag, expected, Duration::from_secs(10))?;
+    let (inbound, outbound) = (stored.inbound, stored.outbound);
+    let collector_counters = scrape(collector.metrics, COLLECTOR_COUNTERS);
+
+    // Saturation: agent off vs on, alternating.
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        off.push(wrk(&nginx, &format!("off{round}"))?);
+        let mut agent = Agent::start(bins, &collector.url(), &agent_state, scratch, &[])?;
+        on.push(wrk(&nginx, &format!("on{round}"))?);
+        agent.stop();
+    }
+    let (off_rps, on_rps) = (median(&off), median(&on));
     collector.stop();
-    let _ = std::fs::remove_dir_all(&scratch);
 
     Ok(serde_json::json!({
-        "completeness": stored as f64 / (2 * sent) as f64,
+        "completeness": (inbound + outbound) as f64 / expected as f64,
         "requests": sent,
-        "pairs_stored": stored,
+        "pairs_expected": expected,
+        "pairs_stored": inbound + outbound,
+        "pairs_stored_inbound": inbound,
+        "pairs_stored_outbound": outbound,
+        "pairs_stored_before_agent_stop": delivered.inbound + delivered.outbound,
+        "seconds_until_stored": waited.as_secs_f64(),
         "rate_rps": RATE,
         "seconds": seconds,
         "saturation_rps_agent_off": off_rps,
         "saturation_rps_agent_on": on_rps,
+        "saturation_rps_rounds_off": off,
+        "saturation_rps_rounds_on": on,
         "throughput_ratio": on_rps / off_rps,
+        "delay_probes": delays.len(),
         "delay_p50_ms": percentile(&delays, 0.5),
         "delay_p99_ms": percentile(&delays, 0.99),
+        "delay_max_ms": delays.iter().copied().fold(0.0, f64::max),
+        "agent": agent_counters,
+        "collector": collector_counters,
+        "elapsed_s": started.elapsed().as_secs_f64(),
     }))
+}
+
+/// The agent's counters that say where a pair was lost (kernel ring, sequence gaps,
+/// export queue or spool) or how it left.
+const AGENT_COUNTERS: &[&str] = &[
+    "tapwire_agent_kernel_drops_total",
+    "tapwire_agent_events_lost_total",
+    "tapwire_agent_decode_errors_total",
+    "tapwire_agent_export_pairs_submitted_total",
+    "tapwire_agent_export_pairs_dropped_queue_full_total",
+    "tapwire_agent_export_pairs_dropped_spool_full_total",
+    "tapwire_agent_export_pairs_dropped_rejected_total",
+    "tapwire_agent_export_pairs_dropped_spool_error_total",
+    "tapwire_agent_export_pairs_acked_stored_total",
+    "tapwire_agent_export_pairs_acked_duplicate_total",
+];
+
+/// The collector's ingest counters.
+const COLLECTOR_COUNTERS: &[&str] = &[
+    "tapwire_collector_pairs_stored_total",
+    "tapwire_collector_pairs_duplicate_total",
+    "tapwire_collector_ingest_errors_total",
+];
+
+/// The samples of the metrics named `names` (with their labels) from the Prometheus
+/// endpoint at `addr`; a diagnostic, so an unreachable endpoint gives an empty object.
+fn scrape(addr: SocketAddr, names: &[&str]) -> serde_json::Value {
+    let text = process::output(Command::new("curl").args([
+        "-s",
+        "--max-time",
+        "5",
+        &format!("http://{addr}/metrics"),
+    ]))
+    .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = key.split('{').next().unwrap_or(key);
+        if names.contains(&name)
+            && let Ok(value) = value.parse::<f64>()
+        {
+            out.insert(key.to_string(), value.into());
+        }
+    }
+    serde_json::Value::Object(out)
 }
 
 /// wrk at saturation for 10 s; requests per second.
@@ -151,9 +232,22 @@ fn h2load_succeeded(report: &str) -> Option<u64> {
         .ok()
 }
 
-/// Counts the stored pairs whose path has `tag`, waiting until `expected` or `timeout`.
-fn wait_for_count(cli: &Cli, tag: &str, expected: u64, timeout: Duration) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + timeout;
+/// Stored pairs, by direction.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stored {
+    inbound: u64,
+    outbound: u64,
+}
+
+/// Counts the stored pairs whose path has `tag` through `Throughput`, waiting until
+/// `expected` or `timeout`; returns the count and how long it took.
+fn wait_for_count(
+    cli: &Cli,
+    tag: &str,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<(Stored, Duration)> {
+    let start = Instant::now();
     loop {
         let buckets = cli.json(&[
             "throughput",
@@ -164,12 +258,12 @@ fn wait_for_count(cli: &Cli, tag: &str, expected: u64, timeout: Duration) -> any
             "--text",
             tag,
         ])?;
-        let count: u64 = buckets
-            .iter()
-            .map(|b| count_field(b, "inbound") + count_field(b, "outbound"))
-            .sum();
-        if count >= expected || Instant::now() > deadline {
-            return Ok(count);
+        let stored = buckets.iter().fold(Stored::default(), |acc, b| Stored {
+            inbound: acc.inbound + count_field(b, "inbound"),
+            outbound: acc.outbound + count_field(b, "outbound"),
+        });
+        if stored.inbound + stored.outbound >= expected || start.elapsed() > timeout {
+            return Ok((stored, start.elapsed()));
         }
         std::thread::sleep(Duration::from_secs(1));
     }
