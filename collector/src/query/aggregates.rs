@@ -1,5 +1,6 @@
 //! `Endpoints`, `Dependencies` and `Services`: grouped counts, errors and latency percentiles
-//! over the raw rows of a time range.
+//! over a time range, read from the rollups for its whole minutes and hours and from the raw
+//! rows for the rest ([`super::tiling`]), so a day costs about as much as an hour.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -10,11 +11,15 @@ use tapwire_proto::v1::{
 };
 
 use super::error::QueryError;
-use super::filter::{DEFAULT_RANGE, SqlWhere, pairs_where, time_range};
+use super::filter::{
+    DEFAULT_RANGE, SqlWhere, TimeRange, pairs_where, rollup_can_answer, rollup_where, time_range,
+    validate,
+};
 use super::histogram::{Histogram, sql_bucket_expr};
+use super::tiling::{Source, tile};
 use crate::storage::Stores;
 
-/// The longest range grouped from raw rows in one call.
+/// The longest range grouped in one call.
 pub const MAX_RANGE: Duration = Duration::from_secs(31 * 86_400);
 /// Endpoints returned when the request does not say.
 pub const DEFAULT_ENDPOINTS: u32 = 100;
@@ -29,7 +34,17 @@ struct Group {
     latency: Histogram,
 }
 
-fn checked_where(filter: &Filter, now: SystemTime) -> Result<SqlWhere, QueryError> {
+/// What a grouped query groups by, as SQL over the raw rows and over the rollups (the same
+/// values, column for column), plus conditions both sides share.
+struct Grouping<'a> {
+    raw_keys: &'a str,
+    rollup_keys: &'a str,
+    key_count: usize,
+    condition: Option<&'a str>,
+}
+
+fn checked_range(filter: &Filter, now: SystemTime) -> Result<TimeRange, QueryError> {
+    validate(filter)?;
     let range = time_range(filter, now, DEFAULT_RANGE)?;
     if range.length() > MAX_RANGE {
         return Err(QueryError::RangeTooLarge(format!(
@@ -38,42 +53,65 @@ fn checked_where(filter: &Filter, now: SystemTime) -> Result<SqlWhere, QueryErro
             MAX_RANGE.as_secs() / 86_400
         )));
     }
-    pairs_where(filter, &range)
+    Ok(range)
 }
 
-/// Runs `SELECT <keys>, is_error, <hist bucket>, count(*) … GROUP BY` and folds the rows into
-/// one [`Group`] per key (the key columns are text, except booleans rendered by `key_of`).
+/// Groups the pairs matching `filter` in `now`'s default range by `grouping`, one
+/// [`Group`] per key (made by `key_of` from the key columns), busiest first.
 async fn grouped<K: std::hash::Hash + Ord>(
     stores: &Stores,
-    keys: &str,
-    key_count: usize,
-    w: &SqlWhere,
+    filter: &Filter,
+    now: SystemTime,
+    grouping: Grouping<'_>,
     key_of: impl Fn(&tokio_postgres::Row) -> Result<K, QueryError>,
 ) -> Result<Vec<(K, Group)>, QueryError> {
-    let sql = format!(
-        "SELECT {keys}, is_error, {} AS h, count(*) FROM rr_pairs {} GROUP BY {}",
-        sql_bucket_expr("duration_ns"),
-        w.clause(),
-        (1..=key_count + 2)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let range = checked_range(filter, now)?;
+    let k = grouping.key_count;
     let client = stores.db.get().await?;
-    let rows = client
-        .query(&client.prepare_cached(&sql).await?, &w.params())
-        .await?;
     let mut groups: HashMap<K, Group> = HashMap::new();
-    for row in &rows {
-        let n = row.try_get::<_, i64>(key_count + 2)?.max(0) as u64;
-        let is_error: bool = row.try_get(key_count)?;
-        let g = groups.entry(key_of(row)?).or_default();
-        g.count += n;
-        if is_error {
-            g.errors += n;
+    for piece in tile(&range, rollup_can_answer(filter)) {
+        let mut w: SqlWhere = match piece.source {
+            Source::Raw => pairs_where(filter, &piece.range)?,
+            Source::Minutes | Source::Hours => rollup_where(filter, &piece.range)?,
+        };
+        if let Some(condition) = grouping.condition {
+            w.push_raw(condition);
         }
-        g.latency
-            .add(i64::from(row.try_get::<_, i32>(key_count + 1)?), n);
+        let sql = match piece.source {
+            Source::Raw => format!(
+                "SELECT {}, count(*), count(*) FILTER (WHERE is_error), {} AS h \
+                 FROM rr_pairs {} GROUP BY 1, {}",
+                grouping.raw_keys,
+                sql_bucket_expr("duration_ns"),
+                w.clause(),
+                (2..=k)
+                    .chain([k + 3])
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            // Rollup rows are few (one per dimension combination and bucket): they are
+            // summed here rather than unnested into SQL rows.
+            rollup => format!(
+                "SELECT {}, count, errors, latency_hist FROM {} {}",
+                grouping.rollup_keys,
+                rollup.table(),
+                w.clause()
+            ),
+        };
+        let rows = client
+            .query(&client.prepare_cached(&sql).await?, &w.params())
+            .await?;
+        for row in &rows {
+            let g = groups.entry(key_of(row)?).or_default();
+            let n = row.try_get::<_, i64>(k)?.max(0) as u64;
+            g.count += n;
+            g.errors += row.try_get::<_, i64>(k + 1)?.max(0) as u64;
+            match piece.source {
+                Source::Raw => g.latency.add(i64::from(row.try_get::<_, i32>(k + 2)?), n),
+                _ => g.latency.add_counts(&row.try_get::<_, Vec<i64>>(k + 2)?),
+            }
+        }
     }
     let mut out: Vec<(K, Group)> = groups.into_iter().collect();
     out.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
@@ -88,26 +126,26 @@ pub async fn endpoints(
     now: SystemTime,
 ) -> Result<EndpointsResponse, QueryError> {
     let filter = request.filter.clone().unwrap_or_default();
-    let w = checked_where(&filter, now)?;
     let limit = match request.limit {
         0 => DEFAULT_ENDPOINTS,
         n => n.min(MAX_ENDPOINTS),
     } as usize;
-    let groups = grouped(
-        stores,
-        "service, is_inbound, protocol, method, endpoint",
-        5,
-        &w,
-        |row| {
-            Ok((
-                row.try_get::<_, String>(0)?,
-                row.try_get::<_, bool>(1)?,
-                row.try_get::<_, String>(2)?,
-                row.try_get::<_, String>(3)?,
-                row.try_get::<_, String>(4)?,
-            ))
-        },
-    )
+    let keys = "service, is_inbound, protocol, method, endpoint";
+    let grouping = Grouping {
+        raw_keys: keys,
+        rollup_keys: keys,
+        key_count: 5,
+        condition: None,
+    };
+    let groups = grouped(stores, &filter, now, grouping, |row| {
+        Ok((
+            row.try_get::<_, String>(0)?,
+            row.try_get::<_, bool>(1)?,
+            row.try_get::<_, String>(2)?,
+            row.try_get::<_, String>(3)?,
+            row.try_get::<_, String>(4)?,
+        ))
+    })
     .await?;
     let endpoints = groups
         .into_iter()
@@ -131,30 +169,29 @@ pub async fn endpoints(
     Ok(EndpointsResponse { endpoints })
 }
 
-/// Answers `Dependencies`: edges of outbound pairs from `service` to the peer's service, else
-/// the authority, else the remote address.
+/// Answers `Dependencies`: edges of outbound pairs from `service` to the peer's service
+/// (`remote_service`, which ingest fills for every outbound pair; rows stored without it
+/// fall back to the authority, else the remote address).
 pub async fn dependencies(
     stores: &Stores,
     request: &DependenciesRequest,
     now: SystemTime,
 ) -> Result<DependenciesResponse, QueryError> {
     let filter = request.filter.clone().unwrap_or_default();
-    let mut w = checked_where(&filter, now)?;
-    w.push_raw("NOT is_inbound");
-    let groups = grouped(
-        stores,
-        "service, coalesce(nullif(remote_service, ''), nullif(authority, ''), remote_addr), \
-         protocol",
-        3,
-        &w,
-        |row| {
-            Ok((
-                row.try_get::<_, String>(0)?,
-                row.try_get::<_, String>(1)?,
-                row.try_get::<_, String>(2)?,
-            ))
-        },
-    )
+    let grouping = Grouping {
+        raw_keys: "service, coalesce(nullif(remote_service, ''), nullif(authority, ''), \
+                   remote_addr), protocol",
+        rollup_keys: "service, remote_service, protocol",
+        key_count: 3,
+        condition: Some("NOT is_inbound"),
+    };
+    let groups = grouped(stores, &filter, now, grouping, |row| {
+        Ok((
+            row.try_get::<_, String>(0)?,
+            row.try_get::<_, String>(1)?,
+            row.try_get::<_, String>(2)?,
+        ))
+    })
     .await?;
     let edges = groups
         .into_iter()
@@ -182,28 +219,42 @@ pub async fn services(
     now: SystemTime,
 ) -> Result<ServicesResponse, QueryError> {
     let filter = request.filter.clone().unwrap_or_default();
-    let w = checked_where(&filter, now)?;
-    let sql = format!(
-        "SELECT service, namespace, count(*) FILTER (WHERE is_inbound), \
-         count(*) FILTER (WHERE NOT is_inbound), count(*) FILTER (WHERE is_error) \
-         FROM rr_pairs {} GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2",
-        w.clause()
-    );
-    let client = stores.db.get().await?;
-    let rows = client
-        .query(&client.prepare_cached(&sql).await?, &w.params())
-        .await?;
-    let services = rows
-        .iter()
-        .map(|row| {
-            Ok(ServiceVolume {
-                service: row.try_get(0)?,
-                namespace: row.try_get(1)?,
-                inbound: row.try_get::<_, i64>(2)?.max(0) as u64,
-                outbound: row.try_get::<_, i64>(3)?.max(0) as u64,
-                errors: row.try_get::<_, i64>(4)?.max(0) as u64,
-            })
-        })
-        .collect::<Result<Vec<_>, QueryError>>()?;
+    let keys = "service, namespace, is_inbound";
+    let grouping = Grouping {
+        raw_keys: keys,
+        rollup_keys: keys,
+        key_count: 3,
+        condition: None,
+    };
+    let groups = grouped(stores, &filter, now, grouping, |row| {
+        Ok((
+            row.try_get::<_, String>(0)?,
+            row.try_get::<_, String>(1)?,
+            row.try_get::<_, bool>(2)?,
+        ))
+    })
+    .await?;
+    let mut volumes: HashMap<(String, String), ServiceVolume> = HashMap::new();
+    for ((service, namespace, is_inbound), g) in groups {
+        let v = volumes
+            .entry((service.clone(), namespace.clone()))
+            .or_insert_with(|| ServiceVolume {
+                service,
+                namespace,
+                ..Default::default()
+            });
+        if is_inbound {
+            v.inbound += g.count;
+        } else {
+            v.outbound += g.count;
+        }
+        v.errors += g.errors;
+    }
+    let mut services: Vec<ServiceVolume> = volumes.into_values().collect();
+    services.sort_by(|a, b| {
+        (b.inbound + b.outbound)
+            .cmp(&(a.inbound + a.outbound))
+            .then_with(|| (&a.service, &a.namespace).cmp(&(&b.service, &b.namespace)))
+    });
     Ok(ServicesResponse { services })
 }

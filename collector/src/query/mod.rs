@@ -19,6 +19,7 @@ pub mod matcher;
 pub mod summary;
 pub mod tail;
 pub mod throughput;
+pub mod tiling;
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -20,8 +20,9 @@ use crate::storage::Stores;
 
 /// `time_bucket`'s origin for `timestamptz`: 2000-01-03 00:00:00 UTC, in microseconds.
 pub const ORIGIN_US: i64 = 946_857_600_000_000;
-/// Ranges longer than this are answered from the rollup when it can answer the filter.
-pub const ROLLUP_MIN_RANGE: Duration = Duration::from_secs(6 * 3600);
+/// Ranges at least this long are answered from a rollup when one can answer the filter
+/// (shorter ones read few raw rows, and keep sub-minute buckets possible).
+pub const ROLLUP_MIN_RANGE: Duration = Duration::from_secs(3600);
 /// The most buckets one answer may have.
 pub const MAX_BUCKETS: i64 = 10_000;
 const MINUTE_US: i64 = 60_000_000;
@@ -77,7 +78,7 @@ pub async fn throughput(
         start: from_micros(first),
         end: from_micros(end),
     };
-    let rollup = (asked.length() > ROLLUP_MIN_RANGE && rollup_can_answer(&filter))
+    let rollup = (asked.length() >= ROLLUP_MIN_RANGE && rollup_can_answer(&filter))
         .then(|| rollup_table(interval))
         .flatten();
     let mut buckets = vec![Acc::default(); count as usize];

@@ -102,14 +102,30 @@ pub async fn throughput_buckets(b: &impl Backend, sent: &mut Vec<Pair>) {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .into_inner();
-        // Ranges over 6 h with a filter the rollup keeps are served from it.
-        let source = if name == "1d" { "rollup_1h" } else { "raw" };
+        // Ranges of an hour or more, in whole minutes, with a filter the rollups keep, are
+        // served from the coarsest rollup whose buckets tile the interval.
+        let source = match name {
+            "1h" | "1d" => "rollup_1h",
+            "1m unaligned" | "7m" | "empty past" => "rollup_1m",
+            _ => "raw",
+        };
         assert_eq!(answer.source, source, "{name}");
-        check_buckets(
-            name,
-            &answer.buckets,
-            &expect::throughput(&filter, secs * 1_000_000, sent),
-        );
+        let expected = expect::throughput(&filter, secs * 1_000_000, sent);
+        check_buckets(name, &answer.buckets, &expected);
+        // The raw rows give the same answer (a no-op `min_duration` forces them).
+        let raw = client
+            .throughput(ThroughputRequest {
+                filter: Some(Filter {
+                    min_duration: Some(duration(0, 0)),
+                    ..filter.clone()
+                }),
+                interval: Some(duration(secs, 0)),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} raw: {e}"))
+            .into_inner();
+        assert_eq!(raw.source, "raw", "{name}");
+        check_buckets(name, &raw.buckets, &expected);
         if name == "empty past" {
             assert_eq!(answer.buckets.len(), 60);
             assert!(answer.buckets.iter().all(|b| b.inbound + b.outbound == 0));
@@ -212,6 +228,11 @@ pub async fn groupings(b: &impl Backend, sent: &[Pair]) {
             namespace: "web".into(),
             ..range_filter(start, start + Duration::from_secs(1200))
         },
+        // Whole hours and minutes come from the rollups, the ragged ends from raw rows.
+        range_filter(
+            hours_ago(30.0) + Duration::from_millis(1234),
+            hours_ago(0.2) - Duration::from_millis(4321),
+        ),
     ] {
         let got = client
             .endpoints(EndpointsRequest {
