@@ -10,8 +10,10 @@ use super::{
 
 /// COPYs `rows` into `rr_pairs` in one transaction. The rows must not be stored yet (a
 /// plain COPY has no `ON CONFLICT`), and on plain PostgreSQL their partitions must exist.
+/// Takes a plain client so the benchmark can use it on its own connection (a pooled
+/// client derefs to one).
 pub async fn bare_copy(
-    client: &mut deadpool_postgres::Client,
+    client: &mut tokio_postgres::Client,
     rows: &[IndexRow],
 ) -> Result<(), StorageError> {
     let db = |context| move |source| StorageError::Database { context, source };
