@@ -4,5 +4,5 @@
 pub mod pipeline;
 pub mod service;
 
-pub use pipeline::{BatchOutcome, BatchWriter};
+pub use pipeline::{BatchOutcome, BatchWriter, WriteError};
 pub use service::IngestService;

@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::BatchWriter;
-use crate::{metrics::CollectorMetrics, storage::StorageError};
+use super::{BatchWriter, pipeline::WriteError};
+use crate::metrics::CollectorMetrics;
 
 /// Acks buffered per stream before the stream stops reading (backpressure on the agent).
 const ACK_BUFFER: usize = 16;
@@ -38,7 +38,7 @@ impl IngestService {
     }
 }
 
-fn storage_status(error: &StorageError) -> Status {
+fn storage_status(error: &WriteError) -> Status {
     if error.is_transient() {
         Status::unavailable(format!("batch not stored, retry later: {error}"))
     } else {

@@ -36,6 +36,37 @@ pub struct PayloadStore {
     local_root: Option<std::path::PathBuf>,
 }
 
+/// A batch's compressed frames, back to back in one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Frames {
+    buf: Bytes,
+    /// Where each frame ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Frames {
+    /// How many frames there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The byte range of frame `i` in [`Frames::buf`].
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// All frames, back to back.
+    pub fn buf(&self) -> &Bytes {
+        &self.buf
+    }
+}
+
 /// Where one pair's frame was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameLocation {
@@ -109,39 +140,54 @@ impl PayloadStore {
         })
     }
 
-    /// Compresses pairs into frames, one per pair, reusing one zstd context (creating a
-    /// context per frame costs more than compressing a small pair).
+    /// Compresses pairs into frames, one per pair, packed into one buffer (one allocation
+    /// per batch instead of one per pair, and segments are written from it without copying).
+    /// Reuses one zstd context: creating a context per frame costs more than compressing a
+    /// small pair.
     pub fn encode_frames<'a>(
         pairs: impl IntoIterator<Item = &'a Pair>,
-    ) -> Result<Vec<Vec<u8>>, StorageError> {
+    ) -> Result<Frames, StorageError> {
         let failed = |e: std::io::Error| StorageError::CorruptPayload {
             key: String::new(),
             offset: 0,
             reason: format!("zstd compression failed: {e}"),
         };
         let mut compressor = zstd::bulk::Compressor::new(FRAME_ZSTD_LEVEL).map_err(failed)?;
+        let pairs = pairs.into_iter();
         let mut encoded = Vec::new();
-        pairs
-            .into_iter()
-            .map(|pair| {
-                encoded.clear();
-                pair.encode(&mut encoded)
-                    .map_err(|e| StorageError::CorruptPayload {
-                        key: String::new(),
-                        offset: 0,
-                        reason: format!("protobuf encoding failed: {e}"),
-                    })?;
-                compressor.compress(&encoded).map_err(failed)
-            })
-            .collect()
+        let mut compressed = Vec::new();
+        let mut buf = Vec::new();
+        let mut ends = Vec::with_capacity(pairs.size_hint().0);
+        for pair in pairs {
+            encoded.clear();
+            pair.encode(&mut encoded)
+                .map_err(|e| StorageError::CorruptPayload {
+                    key: String::new(),
+                    offset: 0,
+                    reason: format!("protobuf encoding failed: {e}"),
+                })?;
+            compressed.clear();
+            compressed.reserve(zstd::zstd_safe::compress_bound(encoded.len()));
+            compressor
+                .compress_to_buffer(&encoded, &mut compressed)
+                .map_err(failed)?;
+            buf.extend_from_slice(&compressed);
+            ends.push(buf.len());
+        }
+        Ok(Frames {
+            buf: Bytes::from(buf),
+            ends,
+        })
     }
 
-    /// Writes one segment of already encoded frames for the hour starting at `hour_secs`,
-    /// and returns where each frame landed (in input order).
+    /// Writes one segment for the hour starting at `hour_secs` from `parts` (frames back to
+    /// back) whose frames are `frame_lengths` long, and returns where each frame landed (in
+    /// order).
     pub async fn write_segment(
         &self,
         hour_secs: i64,
-        frames: Vec<Vec<u8>>,
+        parts: Vec<Bytes>,
+        frame_lengths: &[u32],
     ) -> Result<Vec<FrameLocation>, StorageError> {
         let c = CivilHour::from_unix(hour_secs);
         let key = format!(
@@ -152,25 +198,30 @@ impl PayloadStore {
             c.hour,
             uuid::Uuid::now_v7()
         );
-        let mut locations = Vec::with_capacity(frames.len());
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let framed: u64 = frame_lengths.iter().map(|&l| u64::from(l)).sum();
+        if total != framed {
+            return Err(StorageError::CorruptPayload {
+                key,
+                offset: 0,
+                reason: format!("{total} bytes given for frames of {framed} bytes"),
+            });
+        }
+        let mut locations = Vec::with_capacity(frame_lengths.len());
         let mut offset = 0u64;
-        let mut payload = Vec::with_capacity(frames.iter().map(Vec::len).sum());
-        for frame in frames {
-            let length = u32::try_from(frame.len()).map_err(|_| StorageError::CorruptPayload {
-                key: key.clone(),
-                offset,
-                reason: "frame larger than 4 GiB".into(),
-            })?;
+        for &length in frame_lengths {
             locations.push(FrameLocation {
                 key: key.clone(),
                 offset,
                 length,
             });
             offset += u64::from(length);
-            payload.extend_from_slice(&frame);
         }
         self.store
-            .put(&Path::from(key.as_str()), PutPayload::from(payload))
+            .put(
+                &Path::from(key.as_str()),
+                parts.into_iter().collect::<PutPayload>(),
+            )
             .await
             .map_err(|source| StorageError::ObjectStore {
                 context: format!("write segment {key}"),
