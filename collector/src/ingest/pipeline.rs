@@ -23,6 +23,7 @@ use futures::future::try_join_all;
 use tapwire_proto::{Timestamp, v1::Batch};
 use tokio::sync::{Semaphore, oneshot};
 
+use super::peers::PeerDirectory;
 use crate::storage::{
     Flavor, PayloadStore, StorageError, Stores, hour::hour_start, index_row::IndexRow,
     index_writer::insert_rows, partitions::PartitionManager, payloads::Frames,
@@ -80,6 +81,7 @@ struct Pending {
 pub struct BatchWriter {
     stores: Arc<Stores>,
     partitions: Arc<PartitionManager>,
+    peers: PeerDirectory,
     queue: Mutex<VecDeque<Pending>>,
     committers: Semaphore,
 }
@@ -90,6 +92,7 @@ impl BatchWriter {
         Self {
             stores,
             partitions,
+            peers: PeerDirectory::default(),
             queue: Mutex::new(VecDeque::new()),
             committers: Semaphore::new(COMMITTERS),
         }
@@ -97,7 +100,7 @@ impl BatchWriter {
 
     /// Validates and stores one batch; nothing is written when any pair is invalid.
     pub async fn write(&self, batch: &Batch) -> Result<BatchOutcome, WriteError> {
-        let rows = batch
+        let mut rows = batch
             .pairs
             .iter()
             .map(|pair| IndexRow::from_pair(pair, &batch.node))
@@ -108,6 +111,8 @@ impl BatchWriter {
                 duplicates: 0,
             });
         }
+        self.peers.ensure_seeded(&self.stores).await;
+        self.peers.resolve(&mut rows);
         let frames = PayloadStore::encode_frames(&batch.pairs)?;
 
         let total = u32::try_from(rows.len()).unwrap_or(u32::MAX);
