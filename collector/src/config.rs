@@ -76,6 +76,15 @@ pub struct Config {
     /// takes precedence over `--postgres-root`.
     #[arg(long, env = "TAPWIRE_POSTGRES_BIN")]
     pub postgres_bin: Option<PathBuf>,
+    /// Encoded `FileDescriptorSet` files (`protoc --descriptor_set_out`, `buf build -o`) of
+    /// the gRPC services whose messages `GetPair` should show with field names; repeatable,
+    /// or comma-separated in the environment.
+    #[arg(
+        long = "descriptor-set",
+        env = "TAPWIRE_DESCRIPTOR_SETS",
+        value_delimiter = ','
+    )]
+    pub descriptor_sets: Vec<PathBuf>,
     /// How often partitions are created ahead and retention runs.
     #[arg(long, env = "TAPWIRE_MAINTENANCE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Duration,

@@ -55,7 +55,16 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServer<IngestService>>().await;
     // Query requests are small; batches are the only large messages.
-    let query = QueryServer::new(QueryService::new(stores))
+    let mut query_service = QueryService::new(stores);
+    for path in &config.descriptor_sets {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the descriptor set {}", path.display()))?;
+        query_service = query_service
+            .with_descriptor_set(&bytes)
+            .with_context(|| format!("loading the descriptor set {}", path.display()))?;
+        tracing::info!(path = %path.display(), "registered gRPC schemas");
+    }
+    let query = QueryServer::new(query_service)
         .max_decoding_message_size(QUERY_MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)

@@ -69,12 +69,14 @@ async fn start(database: Database, dir: &std::path::Path) -> Option<(LiveCollect
         return None;
     }
     let db = TestDatabase::create(database).await.expect("test database");
+    let schemas = dir.join("health.fds");
+    std::fs::write(&schemas, tonic_health::pb::FILE_DESCRIPTOR_SET).expect("write schemas");
     let mut collector = Collector::start(
         dir,
         CollectorOptions {
             backend: database,
             database_url: db.url.clone(),
-            extra_args: vec![],
+            extra_args: vec!["--descriptor-set".into(), schemas.display().to_string()],
             env: vec![],
         },
     )

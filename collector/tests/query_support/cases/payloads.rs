@@ -200,6 +200,28 @@ pub async fn get_pair_decodes(b: &impl Backend, sent: &mut Vec<Pair>) {
         },
     ];
     made.push(grpc);
+    // A call of a service whose schema the collector was given (`--descriptor-set` with
+    // grpc.health.v1): its messages come back with field names.
+    let mut health = pair_at(at + Duration::from_millis(200), &mut rng);
+    health.protocol = "grpc".into();
+    health.path = "/grpc.health.v1.Health/Check".into();
+    let ask = tonic_health::pb::HealthCheckRequest {
+        service: "cart".into(),
+    };
+    let answer = tonic_health::pb::HealthCheckResponse { status: 1 };
+    health.messages = vec![
+        tapwire_proto::v1::StreamMessage {
+            from_client: true,
+            data: ask.encode_to_vec().into(),
+            ..Default::default()
+        },
+        tapwire_proto::v1::StreamMessage {
+            from_client: false,
+            data: answer.encode_to_vec().into(),
+            ..Default::default()
+        },
+    ];
+    made.push(health);
     b.ingest(&made).await.expect("ingest");
     sent.extend(made.iter().cloned());
 
@@ -248,6 +270,27 @@ pub async fn get_pair_decodes(b: &impl Backend, sent: &mut Vec<Pair>) {
             "schemaless by field number"
         );
     }
+    let decoded = client
+        .get_pair(GetPairRequest {
+            id: made[4].id.clone(),
+            decode: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let named: Vec<serde_json::Value> = decoded
+        .messages_json
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            serde_json::json!({"service": "cart"}),
+            serde_json::json!({"status": "SERVING"})
+        ],
+        "named by the registered schema"
+    );
     let unknown = uuid_v7(at, &mut rng);
     let err = client
         .get_pair(GetPairRequest {
