@@ -4,7 +4,8 @@
 //! - completeness: pairs stored ÷ requests made, at a fixed 2,000 requests/s for 60 s
 //!   (h2load `--rps`, HTTP/1.1), each request counted on both sides (client and server);
 //! - throughput ratio: wrk at saturation with the agent on ÷ with it off, alternating in
-//!   the same run, median of the rounds;
+//!   the same run, median of the rounds (and, as a diagnostic, the completeness of the
+//!   agent-on rounds: pairs stored ÷ 2 × requests wrk completed);
 //! - capture → queryable delay: a tagged request every second during the fixed-rate load,
 //!   and the time until `ListPairs` returns both its sides (p50/p99).
 //!
@@ -102,13 +103,36 @@ fn measure(bins: &Binaries, scratch: &Path, seconds: u32) -> anyhow::Result<serd
 
     // Saturation: agent off vs on, alternating.
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut saturated_requests = 0;
+    let mut saturated_rounds = Vec::new();
     for round in 0..ROUNDS {
-        off.push(wrk(&nginx, &format!("off{round}"))?);
+        off.push(wrk(&nginx, &format!("satoff{round}"))?.rps);
         let mut agent = Agent::start(bins, &collector.url(), &agent_state, scratch, &[])?;
-        on.push(wrk(&nginx, &format!("on{round}"))?);
-        agent.stop();
+        let run = wrk(&nginx, &format!("saton{round}"))?;
+        on.push(run.rps);
+        saturated_requests += run.requests;
+        let counters = scrape(agent.metrics, AGENT_COUNTERS);
+        let stop_started = Instant::now();
+        let clean = agent.stop();
+        saturated_rounds.push(serde_json::json!({
+            "requests": run.requests,
+            "rps": run.rps,
+            "agent_before_stop": counters,
+            "agent_stop_seconds": stop_started.elapsed().as_secs_f64(),
+            "agent_stopped_cleanly": clean,
+        }));
     }
     let (off_rps, on_rps) = (median(&off), median(&on));
+    // Completeness at saturation, a diagnostic without a target: wrk does not count the
+    // requests still in flight when it stops, which nginx may have answered (up to one
+    // per connection and round more inbound pairs than counted).
+    let (saturated, saturated_wait) = wait_for_count(
+        &cli,
+        "saton",
+        2 * saturated_requests,
+        Duration::from_secs(120),
+    )?;
+    let collector_after_saturation = scrape(collector.metrics, COLLECTOR_COUNTERS);
     collector.stop();
 
     Ok(serde_json::json!({
@@ -127,6 +151,15 @@ fn measure(bins: &Binaries, scratch: &Path, seconds: u32) -> anyhow::Result<serd
         "saturation_rps_rounds_off": off,
         "saturation_rps_rounds_on": on,
         "throughput_ratio": on_rps / off_rps,
+        "saturation_requests_agent_on": saturated_requests,
+        "saturation_pairs_stored_inbound": saturated.inbound,
+        "saturation_pairs_stored_outbound": saturated.outbound,
+        "saturation_completeness": (saturated.inbound + saturated.outbound) as f64
+            / (2 * saturated_requests) as f64,
+        "saturation_seconds_until_stored": saturated_wait.as_secs_f64(),
+        "saturation_rounds": saturated_rounds,
+        "collector_after_saturation": collector_after_saturation,
+        "delays_ms": delays.iter().map(|d| (d * 10.0).round() / 10.0).collect::<Vec<_>>(),
         "delay_probes": delays.len(),
         "delay_p50_ms": percentile(&delays, 0.5),
         "delay_p99_ms": percentile(&delays, 0.99),
@@ -184,14 +217,29 @@ fn scrape(addr: SocketAddr, names: &[&str]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// wrk at saturation for 10 s; requests per second.
-fn wrk(nginx: &Nginx, tag: &str) -> anyhow::Result<f64> {
+/// One wrk run: its requests per second and the requests it completed.
+struct WrkRun {
+    rps: f64,
+    requests: u64,
+}
+
+/// wrk at saturation for 10 s.
+fn wrk(nginx: &Nginx, tag: &str) -> anyhow::Result<WrkRun> {
     let url = format!("http://{}/hello.txt?{tag}", nginx.http);
     let out = process::output(Command::new("wrk").args(["-t2", "-c32", "-d10s", &url]))?;
-    out.lines()
+    let rps = out
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .context("wrk printed no Requests/sec")
+        .with_context(|| format!("wrk printed no Requests/sec: {out}"))?;
+    // "  1234567 requests in 10.00s, 280.12MB read"
+    let requests = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("wrk printed no request count: {out}"))?;
+    Ok(WrkRun { rps, requests })
 }
 
 /// Sends one tagged request a second for `seconds` and measures how long each takes to

@@ -172,6 +172,16 @@ fn summary(results: &serde_json::Value) -> String {
                     walk(out, bench, &key, v);
                 }
             }
+            // Long lists and lists of objects (per-round details, every sample) would make
+            // the table unreadable: they stay in results.json.
+            serde_json::Value::Array(items)
+                if items.len() > 5 || items.iter().any(serde_json::Value::is_object) =>
+            {
+                out.push_str(&format!(
+                    "| {bench} | {prefix} | {} values (results.json) |\n",
+                    items.len()
+                ))
+            }
             other => out.push_str(&format!("| {bench} | {prefix} | {other} |\n")),
         }
     }
