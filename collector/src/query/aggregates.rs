@@ -93,7 +93,7 @@ async fn grouped<K: std::hash::Hash + Ord>(
             // Rollup rows are few (one per dimension combination and bucket): they are
             // summed here rather than unnested into SQL rows.
             rollup => format!(
-                "SELECT {}, count, errors, latency_hist FROM {} {}",
+                "SELECT {}, count, errors, latency_buckets FROM {} {}",
                 grouping.rollup_keys,
                 rollup.table(),
                 w.clause()
@@ -109,7 +109,7 @@ async fn grouped<K: std::hash::Hash + Ord>(
             g.errors += row.try_get::<_, i64>(k + 1)?.max(0) as u64;
             match piece.source {
                 Source::Raw => g.latency.add(i64::from(row.try_get::<_, i32>(k + 2)?), n),
-                _ => g.latency.add_counts(&row.try_get::<_, Vec<i64>>(k + 2)?),
+                _ => g.latency.add_sparse(&row.try_get::<_, Vec<i64>>(k + 2)?),
             }
         }
     }

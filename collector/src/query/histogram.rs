@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 // The bucket function is ingest's own (storage::histogram), so raw and rollup answers agree
 // by construction.
-pub use crate::storage::histogram::{BUCKETS, bucket_of};
+pub use crate::storage::histogram::{BUCKETS, bucket_of, split_entry};
 
 /// The value reported for bucket `b`: `round(2 ^ ((b + 0.5) / 4))` nanoseconds.
 pub fn bucket_value(b: usize) -> u64 {
@@ -85,12 +85,12 @@ impl Histogram {
         self.total += count;
     }
 
-    /// Adds another histogram given as per-bucket counts (a rollup row's `latency_hist`).
-    pub fn add_counts(&mut self, counts: &[i64]) {
-        for (b, c) in counts.iter().enumerate().take(BUCKETS) {
-            let c = (*c).max(0) as u64;
-            self.counts[b] += c;
-            self.total += c;
+    /// Adds a sparse histogram (a rollup row's `latency_buckets`).
+    pub fn add_sparse(&mut self, entries: &[i64]) {
+        for &entry in entries {
+            let (b, c) = split_entry(entry);
+            self.counts[b] += c as u64;
+            self.total += c as u64;
         }
     }
 

@@ -95,7 +95,7 @@ pub async fn throughput(
         let iv = w.param(interval);
         let sql = format!(
             "SELECT time_bucket({iv}::bigint * INTERVAL '1 microsecond', bucket), is_inbound, \
-             count, errors, latency_hist FROM {table} {}",
+             count, errors, latency_buckets FROM {table} {}",
             w.clause()
         );
         for row in client
@@ -111,7 +111,7 @@ pub async fn throughput(
             add_counts(&mut buckets[i], row.try_get(1)?, n, errors);
             buckets[i]
                 .latency
-                .add_counts(&row.try_get::<_, Vec<i64>>(4)?);
+                .add_sparse(&row.try_get::<_, Vec<i64>>(4)?);
         }
     } else {
         let mut w = pairs_where(&filter, &range)?;

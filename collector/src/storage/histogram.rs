@@ -12,9 +12,36 @@ pub fn bucket_of(duration_ns: i64) -> usize {
     b.clamp(0.0, (BUCKETS - 1) as f64) as usize
 }
 
+/// Bits of a sparse histogram entry that hold the count; the bucket sits above them.
+pub const COUNT_BITS: u32 = 48;
+const COUNT_MASK: i64 = (1 << COUNT_BITS) - 1;
+
+/// One entry of a sparse histogram (`rr_rollup_*.latency_buckets`): `bucket << 48 | count`.
+/// Entries are kept in bucket order, empty buckets left out, so the common row holds a
+/// handful of entries instead of 160 counts.
+pub fn sparse_entry(bucket: usize, count: i64) -> i64 {
+    ((bucket as i64) << COUNT_BITS) | (count & COUNT_MASK)
+}
+
+/// The bucket and count of a sparse entry (out-of-range buckets are clamped, so a damaged
+/// row cannot index out of bounds).
+pub fn split_entry(entry: i64) -> (usize, i64) {
+    let bucket = (entry >> COUNT_BITS).clamp(0, BUCKETS as i64 - 1) as usize;
+    (bucket, entry & COUNT_MASK)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::bucket_of;
+    use super::*;
+
+    #[test]
+    fn sparse_entries_round_trip() {
+        for (b, c) in [(0, 1), (79, 12_345), (159, (1 << 48) - 1)] {
+            assert_eq!(split_entry(sparse_entry(b, c)), (b, c));
+        }
+        // Bucket order is entry order.
+        assert!(sparse_entry(3, 1 << 40) < sparse_entry(4, 1));
+    }
 
     #[test]
     fn matches_the_documented_formula() {

@@ -85,22 +85,24 @@ impl Rollup {
         let t = self.table;
         format!(
             "INSERT INTO {t} (bucket, node, namespace, service, remote_service, protocol, method,
-    endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns, latency_hist)
+    endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns,
+    latency_buckets)
 SELECT u.bucket, u.node, u.namespace, u.service, u.remote_service, u.protocol, u.method,
     u.endpoint, u.is_inbound, u.status_class, u.grpc_error, u.count, u.errors, u.duration_sum_ns,
-    ($15::bigint[])[(u.ord - 1) * 160 + 1 : u.ord * 160]
+    ($15::bigint[])[u.first_entry : u.last_entry]
 FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::bool[], $10::int2[], $11::bool[], $12::int8[], $13::int8[],
-    $14::int8[])
+    $14::int8[], $16::int4[], $17::int4[])
     WITH ORDINALITY AS u(bucket, node, namespace, service, remote_service, protocol, method,
-        endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns, ord)
+        endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns,
+        first_entry, last_entry, ord)
 ORDER BY u.ord
 ON CONFLICT (bucket, node, namespace, service, remote_service, protocol, method, endpoint,
     is_inbound, status_class, grpc_error) DO UPDATE SET
     count = {t}.count + EXCLUDED.count,
     errors = {t}.errors + EXCLUDED.errors,
     duration_sum_ns = {t}.duration_sum_ns + EXCLUDED.duration_sum_ns,
-    latency_hist = tapwire_hist_add({t}.latency_hist, EXCLUDED.latency_hist)"
+    latency_buckets = tapwire_hist_add({t}.latency_buckets, EXCLUDED.latency_buckets)"
         )
     }
 }
@@ -361,7 +363,10 @@ async fn upsert(
     let mut text_cols: [Vec<&str>; 7] = Default::default();
     let (mut inbound, mut class, mut grpc_error) = (Vec::new(), Vec::new(), Vec::new());
     let (mut count, mut errors, mut sums) = (Vec::new(), Vec::new(), Vec::new());
-    let mut hists = Vec::with_capacity(n * histogram::BUCKETS);
+    // Every group's histogram entries back to back; each row slices out its own
+    // (1-based, inclusive bounds, as SQL array slices take them).
+    let mut entries: Vec<i64> = Vec::with_capacity(n * 8);
+    let (mut first, mut last) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (k, v) in groups {
         buckets.push(UNIX_EPOCH + Duration::from_secs(k.bucket.unsigned_abs()));
         for (col, value) in text_cols.iter_mut().zip([
@@ -381,7 +386,15 @@ async fn upsert(
         count.push(v.count);
         errors.push(v.errors);
         sums.push(v.duration_sum_ns);
-        hists.extend_from_slice(&v.hist);
+        first.push(entries.len() as i32 + 1);
+        entries.extend(
+            v.hist
+                .iter()
+                .enumerate()
+                .filter(|&(_, &c)| c > 0)
+                .map(|(b, &c)| histogram::sparse_entry(b, c)),
+        );
+        last.push(entries.len() as i32);
     }
     let buckets: Vec<SystemTime> = buckets;
     let statement = tx
@@ -414,7 +427,9 @@ async fn upsert(
             &count,
             &errors,
             &sums,
-            &hists,
+            &entries,
+            &first,
+            &last,
         ],
     )
     .await

@@ -72,7 +72,7 @@ const ROLLUP_COLUMNS: &str = r#"
     count           bigint      NOT NULL,
     errors          bigint      NOT NULL,
     duration_sum_ns bigint      NOT NULL,
-    latency_hist    bigint[]    NOT NULL,
+    %LATENCY%
     PRIMARY KEY (bucket, node, namespace, service, remote_service, protocol, method,
                  endpoint, is_inbound, status_class, grpc_error)
 "#;
@@ -81,7 +81,7 @@ const COMMON_OBJECTS: &str = r#"
 CREATE INDEX rr_pairs_service_time ON rr_pairs (service, time DESC);
 CREATE INDEX rr_pairs_direction_time ON rr_pairs (is_inbound, time DESC);
 CREATE INDEX rr_pairs_id ON rr_pairs (id);
--- Element-wise sum of two latency histograms, for rollup upserts.
+-- Element-wise sum of two dense latency histograms (version 1; version 2 makes them sparse).
 CREATE FUNCTION tapwire_hist_add(a bigint[], b bigint[]) RETURNS bigint[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i)
@@ -115,18 +115,21 @@ fn migrations() -> Vec<Migration> {
                 "%COMMON%"
             ),
         },
-        // Charts over days read an hour's aggregates instead of sixty minutes' worth.
+        // Charts over days read an hour's aggregates instead of sixty minutes' worth, and
+        // histograms keep only their non-empty buckets: most rows fill a few of the 160.
         Migration {
             version: 2,
-            name: "rr_rollup_1h",
+            name: "sparse latency histograms; rr_rollup_1h",
             timescaledb: concat!(
-                "CREATE TABLE rr_rollup_1h (%ROLLUP%);\n",
+                "%SPARSE_1M%",
+                "CREATE TABLE rr_rollup_1h (%ROLLUP_V2%);\n",
                 "SELECT create_hypertable('rr_rollup_1h', by_range('bucket', INTERVAL '7 days'), ",
                 "create_default_indexes => false);\n",
                 "%BACKFILL_1H%"
             ),
             postgres: concat!(
-                "CREATE TABLE rr_rollup_1h (%ROLLUP%) PARTITION BY RANGE (bucket);\n",
+                "%SPARSE_1M%",
+                "CREATE TABLE rr_rollup_1h (%ROLLUP_V2%) PARTITION BY RANGE (bucket);\n",
                 "%PARTITIONS_1H%",
                 "%BACKFILL_1H%"
             ),
@@ -134,14 +137,39 @@ fn migrations() -> Vec<Migration> {
     ]
 }
 
+/// Version 2's histogram: `latency_buckets`, the non-empty buckets of the dense
+/// `latency_hist` as `bucket << 48 | count` entries in bucket order (docs/storage.md).
+const LATENCY_V1: &str = "latency_hist    bigint[]    NOT NULL,";
+const LATENCY_V2: &str = "latency_buckets bigint[]    NOT NULL,";
+
+/// Converts `rr_rollup_1m` to sparse histograms and redefines the histogram sum for them.
+const SPARSE_1M: &str = r#"
+ALTER TABLE rr_rollup_1m ADD COLUMN latency_buckets bigint[];
+UPDATE rr_rollup_1m SET latency_buckets = (
+    SELECT coalesce(array_agg(((i - 1) << 48) | h ORDER BY i), '{}')
+    FROM unnest(latency_hist) WITH ORDINALITY AS u(h, i) WHERE h > 0);
+ALTER TABLE rr_rollup_1m DROP COLUMN latency_hist;
+ALTER TABLE rr_rollup_1m ALTER COLUMN latency_buckets SET NOT NULL;
+DROP FUNCTION tapwire_hist_add(bigint[], bigint[]);
+-- The sum of two sparse histograms (NULL counts as empty), for rollup upserts.
+CREATE FUNCTION tapwire_hist_add(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg((k << 48) | c ORDER BY k), '{}')
+    FROM (SELECT e >> 48 AS k, sum(e & 281474976710655)::bigint AS c
+          FROM unnest(coalesce(a, '{}') || coalesce(b, '{}')) AS e GROUP BY 1) AS g
+$$;
+CREATE AGGREGATE tapwire_hist_sum(bigint[]) (SFUNC = tapwire_hist_add, STYPE = bigint[]);
+"#;
+
 /// Builds `rr_rollup_1h` from the minutes already stored, so a schema upgraded in place
 /// answers long ranges as before.
 const BACKFILL_1H: &str = r#"
-CREATE AGGREGATE tapwire_hist_sum(bigint[]) (SFUNC = tapwire_hist_add, STYPE = bigint[]);
-INSERT INTO rr_rollup_1h
+INSERT INTO rr_rollup_1h (bucket, node, namespace, service, remote_service, protocol, method,
+    endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns,
+    latency_buckets)
 SELECT time_bucket(INTERVAL '1 hour', bucket), node, namespace, service, remote_service,
     protocol, method, endpoint, is_inbound, status_class, grpc_error, sum(count)::bigint,
-    sum(errors)::bigint, sum(duration_sum_ns)::bigint, tapwire_hist_sum(latency_hist)
+    sum(errors)::bigint, sum(duration_sum_ns)::bigint, tapwire_hist_sum(latency_buckets)
 FROM rr_rollup_1m
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11;
 "#;
@@ -159,10 +187,16 @@ BEGIN
     END LOOP;
 END $$;
 "#;
+
 fn render(template: &str) -> String {
     template
         .replace("%PAIRS%", RR_PAIRS_COLUMNS)
-        .replace("%ROLLUP%", ROLLUP_COLUMNS)
+        .replace("%ROLLUP%", &ROLLUP_COLUMNS.replace("%LATENCY%", LATENCY_V1))
+        .replace(
+            "%ROLLUP_V2%",
+            &ROLLUP_COLUMNS.replace("%LATENCY%", LATENCY_V2),
+        )
+        .replace("%SPARSE_1M%", SPARSE_1M)
         .replace("%COMMON%", COMMON_OBJECTS)
         .replace("%BACKFILL_1H%", BACKFILL_1H)
         .replace("%PARTITIONS_1H%", PARTITIONS_1H)
@@ -174,6 +208,12 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StorageErr
 
 /// Applies every pending migration and returns the schema's flavor.
 pub async fn migrate(client: &mut Client) -> Result<Flavor, StorageError> {
+    migrate_to(client, i32::MAX).await
+}
+
+/// Applies the pending migrations up to version `last` (to test upgrades from an older
+/// schema) and returns the schema's flavor.
+pub async fn migrate_to(client: &mut Client, last: i32) -> Result<Flavor, StorageError> {
     let tx = client.transaction().await.map_err(db("begin migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -224,7 +264,7 @@ pub async fn migrate(client: &mut Client) -> Result<Flavor, StorageError> {
         .map(|row| row.get(0))
         .collect();
     for migration in migrations() {
-        if applied.contains(&migration.version) {
+        if applied.contains(&migration.version) || migration.version > last {
             continue;
         }
         let sql = render(match flavor {

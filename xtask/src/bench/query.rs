@@ -206,11 +206,12 @@ JOIN bench_refs AS r ON r.n = g % (SELECT count(*) FROM bench_refs)";
 /// The per-minute rollup rows of all loaded rows, built like ingest builds them.
 const ROLLUP_SQL: &str = "
 INSERT INTO rr_rollup_1m (bucket, node, namespace, service, remote_service, protocol, method,
-    endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns, latency_hist)
+    endpoint, is_inbound, status_class, grpc_error, count, errors, duration_sum_ns,
+    latency_buckets)
 SELECT bucket, node, namespace, service, remote_service, protocol, method, endpoint, is_inbound,
     status_class, grpc_error, n, e, d,
-    (SELECT array_agg(coalesce((hist ->> i::text)::bigint, 0) ORDER BY i)
-     FROM generate_series(0, 159) AS i)
+    (SELECT array_agg((k::bigint << 48) | (hist ->> k)::bigint ORDER BY k::int)
+     FROM jsonb_object_keys(hist) AS k)
 FROM (
     SELECT bucket, node, namespace, service, remote_service, protocol, method, endpoint,
         is_inbound, status_class, grpc_error, sum(n) AS n, sum(e) AS e, sum(d) AS d,
@@ -233,7 +234,7 @@ const ROLLUP_1H_SQL: &str = "
 INSERT INTO rr_rollup_1h
 SELECT time_bucket(INTERVAL '1 hour', bucket), node, namespace, service, remote_service,
     protocol, method, endpoint, is_inbound, status_class, grpc_error, sum(count)::bigint,
-    sum(errors)::bigint, sum(duration_sum_ns)::bigint, tapwire_hist_sum(latency_hist)
+    sum(errors)::bigint, sum(duration_sum_ns)::bigint, tapwire_hist_sum(latency_buckets)
 FROM rr_rollup_1m WHERE node <> 'bench-node'
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 ON CONFLICT DO NOTHING";
