@@ -162,13 +162,18 @@ impl Collector {
         Ok(text.lines().map(|l| l.trim().to_string()).collect())
     }
 
-    /// The pid of the managed PostgreSQL's postmaster, for fault tests that kill it.
-    pub fn postmaster_pid(&self) -> anyhow::Result<i32> {
+    /// The managed PostgreSQL's postmaster as its `postmaster.pid` describes it, for fault
+    /// tests that kill it and wait for the collector to bring it back.
+    pub fn postmaster(&self) -> anyhow::Result<Postmaster> {
         let lines = self.postmaster_lines()?;
         let first = lines.first().context("empty postmaster.pid")?;
-        first
+        let pid = first
             .parse()
-            .with_context(|| format!("no pid in postmaster.pid: {first:?}"))
+            .with_context(|| format!("no pid in postmaster.pid: {first:?}"))?;
+        // Line 8 is the server's status; a server still starting (crash recovery after a
+        // kill) has written its pid but does not accept connections yet.
+        let ready = lines.get(7).is_some_and(|status| status == "ready");
+        Ok(Postmaster { pid, ready })
     }
 
     /// A URL of the managed database (`tapwire` on 127.0.0.1, trust auth for loopback), for
@@ -181,6 +186,15 @@ impl Collector {
             .with_context(|| format!("no port in postmaster.pid: {line:?}"))?;
         Ok(format!("postgres://postgres@127.0.0.1:{port}/tapwire"))
     }
+}
+
+/// The managed database server's postmaster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Postmaster {
+    /// Its process id.
+    pub pid: i32,
+    /// Whether it has finished starting and accepts connections.
+    pub ready: bool,
 }
 
 /// A running `tapwire-agent` shipping to a collector.
