@@ -24,16 +24,23 @@ use crate::kernel_structs::read_tuple;
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
 
-/// Unread ring bytes above which the reader is woken. Below it records are submitted
+/// Unread ring bytes at which the reader is woken. Below it records are submitted
 /// without a wakeup and user space drains on its own short timer: one wakeup per batch
 /// instead of one per event is most of the difference at high event rates.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 256 * 1024;
 
+/// Submit flags for a record of `size` bytes: a wakeup only for the record that makes
+/// the unread bytes cross `WAKEUP_BYTES`. A wakeup is an irq_work (a self-IPI: an exit
+/// to the hypervisor in a VM) plus waking the reader; forcing one for every record
+/// while the backlog stays above the threshold (until the reader has drained it) made
+/// most records pay that price at saturation. A crossing missed by two CPUs racing is
+/// caught by the reader's timer.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
+fn wakeup_flag(size: usize) -> u64 {
     let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if unread < threshold && unread + size as u64 >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -135,7 +142,7 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, tuple: &SockT
                 EVENT_HEADER_BYTES + len,
             )
         };
-        if EVENTS.output(record, wakeup_flag()).is_err() {
+        if EVENTS.output(record, wakeup_flag(record.len())).is_err() {
             count_drop(drop_reason::RING_FULL);
         }
         if last {
@@ -188,7 +195,10 @@ pub fn fill_header(
 /// Sends a header-only event (open, close, exec, exit).
 #[inline(always)]
 pub fn send_header(header: &EventHeader) {
-    if EVENTS.output(header, wakeup_flag()).is_err() {
+    if EVENTS
+        .output(header, wakeup_flag(EVENT_HEADER_BYTES))
+        .is_err()
+    {
         count_drop(drop_reason::RING_FULL);
     }
 }
@@ -303,7 +313,7 @@ pub fn send_data(sk: u64, fd: u32, flags: u32, total: u64, bytes: UserBytes, tup
     let size = EVENT_HEADER_BYTES + copied;
     let record =
         unsafe { core::slice::from_raw_parts(event as *const DataEvent as *const u8, size) };
-    if EVENTS.output(record, wakeup_flag()).is_err() {
+    if EVENTS.output(record, wakeup_flag(size)).is_err() {
         count_drop(drop_reason::RING_FULL);
     }
 }
