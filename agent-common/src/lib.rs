@@ -62,7 +62,7 @@ pub mod drop_reason {
     pub const COPY_FAILED: u32 = 1;
     /// TLS plaintext whose socket could not be determined was dropped.
     pub const TLS_NO_SOCKET: u32 = 2;
-    /// The in-flight syscall table was full: that syscall's data was not captured.
+    /// The in-flight TLS call table could not store a call: its plaintext was not captured.
     pub const STATE_FULL: u32 = 3;
     /// The payload was larger than the capture cap (bytes counted, not copied).
     pub const TRUNCATED: u32 = 4;

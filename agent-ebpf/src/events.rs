@@ -1,5 +1,6 @@
-//! Building and sending ring buffer records: headers, per-connection sequence numbers,
-//! payload copies (clamped so the verifier can prove them in bounds) and drop counters.
+//! Building and sending ring buffer records: headers, per-connection state (sequence
+//! number, addresses, filter verdict, TLS mark), payload copies (clamped so the verifier
+//! can prove them in bounds) and drop counters.
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -16,7 +17,7 @@ use tapwire_agent_common::{
     MAX_IOV_SEGMENTS_MULTI_RECORD, MAX_RECORDS_PER_CALL, SockTuple, drop_reason,
 };
 
-use crate::kernel_structs::read_tuple;
+use crate::{filters::ports_allowed, kernel_structs::read_tuple};
 
 /// Payload bytes copied per syscall (user space sets it; clamped to
 /// `MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES`). Beyond `MAX_CAPTURE_BYTES` a contiguous
@@ -57,9 +58,55 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
 
-/// Next sequence number per connection (`struct sock` address).
+/// What the programs keep per connection, so that an event costs one map lookup
+/// instead of re-reading the socket's addresses (five kernel reads) and re-checking the
+/// port filters (two lookups) every time.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockState {
+    /// Sequence number of the connection's next event; 0 means none was sent yet.
+    pub next_seq: u64,
+    /// The addresses, read when the entry is created: a connected TCP socket's 4-tuple
+    /// does not change, and a new connection on a reused `struct sock` starts with an
+    /// open (connect/accept) that replaces the entry.
+    pub tuple: SockTuple,
+    /// The port filters let this connection through (evaluated once, with the tuple).
+    pub allowed: u8,
+    /// The TLS probes deliver this socket's plaintext: its ciphertext is suppressed.
+    pub tls: u8,
+    _pad: [u8; 6],
+}
+
+/// Per-connection state by `struct sock` address. LRU: an entry whose close was never
+/// seen ages out instead of filling the map.
 #[map]
-pub static SEQ: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);
+
+/// The state of `sk`, created (addresses read, filters evaluated) on first use.
+/// `None` when the socket's addresses cannot be read.
+#[inline(always)]
+pub fn sock_state_of(sk: u64) -> Option<&'static mut SockState> {
+    if let Some(state) = SOCKS.get_ptr_mut(&sk) {
+        return Some(unsafe { &mut *state });
+    }
+    reset_sock_state(sk)
+}
+
+/// Replaces the state of `sk` with a fresh one: a new connection (open) on a socket
+/// address that may have carried another before.
+#[inline(always)]
+pub fn reset_sock_state(sk: u64) -> Option<&'static mut SockState> {
+    let tuple = tuple_of(sk)?;
+    let state = SockState {
+        next_seq: 0,
+        tuple,
+        allowed: ports_allowed(&tuple) as u8,
+        tls: 0,
+        _pad: [0; 6],
+    };
+    SOCKS.insert(&sk, &state, BPF_ANY as u64).ok()?;
+    SOCKS.get_ptr_mut(&sk).map(|state| unsafe { &mut *state })
+}
 
 /// Per-CPU counters indexed by `drop_reason`.
 #[map]
@@ -93,7 +140,7 @@ fn capture_cap_per_call() -> u64 {
 /// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
 /// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
 #[inline(always)]
-fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, tuple: &SockTuple) {
+fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState) {
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
         return;
@@ -123,7 +170,7 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, tuple: &SockT
             flags,
             sk,
             fd,
-            tuple,
+            state,
         );
         event.header.total_len = if last { total - start } else { len as u64 };
         if len > MAX_CAPTURE_BYTES {
@@ -151,24 +198,8 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, tuple: &SockT
     }
 }
 
-#[inline(always)]
-fn next_seq(sk: u64) -> u64 {
-    // Not atomic: two CPUs racing on one socket may reuse a number, which user space
-    // tolerates; a missed increment never hides a lost event.
-    if let Some(seq) = SEQ.get_ptr_mut(&sk) {
-        unsafe {
-            let current = *seq;
-            *seq = current + 1;
-            current
-        }
-    } else {
-        let _ = SEQ.insert(&sk, &1, BPF_ANY as u64);
-        0
-    }
-}
-
-/// Fills the fields every connection event shares. Returns `None` when the socket's
-/// addresses cannot be read.
+/// Fills the fields every connection event shares and takes the connection's next
+/// sequence number.
 #[inline(always)]
 pub fn fill_header(
     header: &mut EventHeader,
@@ -176,20 +207,24 @@ pub fn fill_header(
     flags: u32,
     sk: u64,
     fd: u32,
-    tuple: &SockTuple,
+    state: &mut SockState,
 ) {
+    // Not atomic: two CPUs racing on one socket may reuse a number, which user space
+    // tolerates; a missed increment never hides a lost event.
+    let seq = state.next_seq;
+    state.next_seq = seq + 1;
     header.kind = kind;
     header.flags = flags;
     header.time_ns = unsafe { bpf_ktime_get_ns() };
     header.pid_tgid = bpf_get_current_pid_tgid();
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.sock_id = sk;
-    header.seq = next_seq(sk);
+    header.seq = seq;
     header.total_len = 0;
     header.captured_len = 0;
     header.fd = fd;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    header.tuple = *tuple;
+    header.tuple = state.tuple;
 }
 
 /// Sends a header-only event (open, close, exec, exit).
@@ -223,9 +258,16 @@ struct IoVec {
 
 /// Builds and sends a data event for `total` bytes moved on `sk`.
 #[inline(always)]
-pub fn send_data(sk: u64, fd: u32, flags: u32, total: u64, bytes: UserBytes, tuple: &SockTuple) {
+pub fn send_data(
+    sk: u64,
+    fd: u32,
+    flags: u32,
+    total: u64,
+    bytes: UserBytes,
+    state: &mut SockState,
+) {
     if let UserBytes::Buffer(src) = bytes {
-        send_buffer(sk, fd, flags, total, src, tuple);
+        send_buffer(sk, fd, flags, total, src, state);
         return;
     }
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -239,7 +281,7 @@ pub fn send_data(sk: u64, fd: u32, flags: u32, total: u64, bytes: UserBytes, tup
         flags,
         sk,
         fd,
-        tuple,
+        state,
     );
     event.header.total_len = total;
     let cap = capture_cap();
@@ -328,7 +370,7 @@ fn copy_user(dst: *mut u8, src: u64, len: usize) -> bool {
 
 /// Reads the addresses of `sk`; counts nothing (an unreadable socket is simply skipped).
 #[inline(always)]
-pub fn tuple_of(sk: u64) -> Option<SockTuple> {
+fn tuple_of(sk: u64) -> Option<SockTuple> {
     let mut tuple = SockTuple::default();
     read_tuple(sk, &mut tuple)?;
     Some(tuple)

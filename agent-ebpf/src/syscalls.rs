@@ -1,19 +1,18 @@
 //! Syscall tracepoints: socket data, connection open and close, process exec and exit.
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
-    helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
-    maps::HashMap,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tapwire_agent_common::{EventHeader, SockTuple, drop_reason, flag, kind};
+use tapwire_agent_common::{EventHeader, SockTuple, flag, kind};
 
 use crate::{
-    events::{SEQ, UserBytes, count_drop, fill_header, send_data, send_header, tuple_of},
-    filters::{is_agent, ports_allowed, task_allowed},
+    events::{
+        SOCKS, SockState, UserBytes, fill_header, reset_sock_state, send_data, send_header,
+        sock_state_of,
+    },
+    filters::{is_agent, task_allowed},
     kernel_structs::tcp_sock_of_fd,
-    tls::{TLS_SOCKS, note_nested_syscall},
+    tls::note_nested_syscall,
 };
 
 const OP_READ: u32 = 1;
@@ -29,10 +28,63 @@ const OP_ACCEPT: u32 = 9;
 const EINPROGRESS: i64 = -115;
 const TCP_CLOSE: i32 = 7;
 
-/// A socket call between its entry and exit tracepoints.
+// Offsets of sys_enter_* arguments, sys_exit_* nr and ret in the tracepoint record.
+const ARG0: usize = 16;
+const NR: usize = 8;
+const RET: usize = 16;
+/// recv flag: the bytes stay queued and will be read again, so a peek is not data.
+const MSG_PEEK: u64 = 2;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
+    unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0)
+}
+
+// x86_64 syscall numbers.
+const NR_READ: i32 = 0;
+const NR_WRITE: i32 = 1;
+const NR_READV: i32 = 19;
+const NR_WRITEV: i32 = 20;
+const NR_SENDFILE: i32 = 40;
+const NR_CONNECT: i32 = 42;
+const NR_ACCEPT: i32 = 43;
+const NR_SENDTO: i32 = 44;
+const NR_RECVFROM: i32 = 45;
+const NR_SENDMSG: i32 = 46;
+const NR_RECVMSG: i32 = 47;
+const NR_ACCEPT4: i32 = 288;
+
+/// The argument registers of `struct pt_regs` (x86_64), from r10 at offset 56 to di at
+/// offset 112, read with one kernel read.
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct PendingCall {
+#[derive(Clone, Copy, Default)]
+struct SyscallRegs {
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    ax: u64,
+    cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+}
+const PT_REGS_R10: u64 = 56;
+
+/// The task's saved user registers. At syscall exit they still hold the call's
+/// arguments (the kernel reads them from there and writes only the return value back),
+/// so no entry probe is needed to remember them.
+#[inline(always)]
+fn syscall_regs() -> SyscallRegs {
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
+        let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as u64;
+        aya_ebpf::helpers::bpf_probe_read_kernel((regs + PT_REGS_R10) as *const SyscallRegs)
+    }
+    .unwrap_or_default()
+}
+
+/// A socket call as reconstructed at its exit.
+struct Call {
     sk: u64,
     /// Buffer, iovec array or msghdr (user address).
     buf: u64,
@@ -42,265 +94,88 @@ struct PendingCall {
     op: u32,
 }
 
-/// In-flight calls per thread. A plain hash (cheaper per update than LRU on this hot
-/// path): an entry left by a thread killed mid-call is overwritten when its thread id is
-/// reused, and the table is sized far above the number of threads blocked in I/O.
-#[map]
-static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(65536, 0);
-
-// Offsets of sys_enter_* arguments and sys_exit_* ret in the tracepoint record.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG2: usize = 32;
-const ARG3: usize = 40;
-/// recv flag: the bytes stay queued and will be read again, so a peek is not data.
-const MSG_PEEK: u64 = 2;
-const RET: usize = 16;
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0)
-}
-
-/// Records a data call at entry when its fd is a TCP socket this agent captures.
-#[inline(always)]
-fn enter_data(ctx: &TracePointContext, op: u32, flags_arg: Option<usize>) -> u32 {
-    if let Some(offset) = flags_arg
-        && arg(ctx, offset) & MSG_PEEK != 0
-    {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !task_allowed((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let fd = arg(ctx, ARG0) as u32;
-    let Some(sk) = tcp_sock_of_fd(fd) else {
-        return 0;
-    };
-    // Ciphertext of a connection whose plaintext the TLS probes deliver is dropped.
-    if note_nested_syscall(pid_tgid, sk) || unsafe { TLS_SOCKS.get(&sk) }.is_some() {
-        return 0;
-    }
-    let call = PendingCall {
-        sk,
-        buf: arg(ctx, ARG1),
-        count: arg(ctx, ARG2),
-        fd,
-        op,
-    };
-    if PENDING.insert(&pid_tgid, &call, BPF_ANY as u64).is_err() {
-        count_drop(drop_reason::STATE_FULL);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn enter_read(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_READ, None)
-}
-
-#[tracepoint]
-pub fn enter_recvfrom(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_READ, Some(ARG3))
-}
-
-#[tracepoint]
-pub fn enter_write(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_WRITE, None)
-}
-
-#[tracepoint]
-pub fn enter_readv(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_READV, None)
-}
-
-#[tracepoint]
-pub fn enter_writev(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_WRITEV, None)
-}
-
-#[tracepoint]
-pub fn enter_recvmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_RECVMSG, Some(ARG2))
-}
-
-#[tracepoint]
-pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_SENDMSG, None)
-}
-
-#[tracepoint]
-pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, OP_SENDFILE, None)
-}
-
-#[tracepoint]
-pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !task_allowed((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let fd = arg(&ctx, ARG0) as u32;
-    let Some(sk) = tcp_sock_of_fd(fd) else {
-        return 0;
-    };
-    let call = PendingCall {
-        sk,
-        buf: 0,
-        count: 0,
-        fd,
-        op: OP_CONNECT,
-    };
-    if PENDING.insert(&pid_tgid, &call, BPF_ANY as u64).is_err() {
-        count_drop(drop_reason::STATE_FULL);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn enter_accept(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !task_allowed((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    // The new fd is only known at exit.
-    let call = PendingCall {
-        sk: 0,
-        buf: 0,
-        count: 0,
-        fd: 0,
-        op: OP_ACCEPT,
-    };
-    if PENDING.insert(&pid_tgid, &call, BPF_ANY as u64).is_err() {
-        count_drop(drop_reason::STATE_FULL);
-    }
-    0
-}
-
-/// One exit program for every call recorded at entry: the op says what to report.
+/// The one program on every hooked syscall's exit (read, write, send*, recv*, readv,
+/// writev, sendfile, connect, accept, accept4). Everything is decided here, from the
+/// return value and the saved argument registers: failed and empty calls, which are
+/// most calls on non-blocking sockets that find nothing to read, cost a few
+/// instructions, and there is no per-call state between entry and exit to keep.
+/// This also covers calls that started before the agent attached (a server blocked in
+/// accept, a keep-alive connection blocked in read).
 #[tracepoint]
 pub fn exit_call(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        exit_without_entry(&ctx, pid_tgid);
-        return 0;
-    };
-    let _ = PENDING.remove(&pid_tgid);
     let ret = arg(&ctx, RET) as i64;
-    match call.op {
-        OP_CONNECT => {
-            if ret == 0 || ret == EINPROGRESS {
-                send_open(call.sk, call.fd, flag::ROLE_CLIENT);
-            }
-        }
-        OP_ACCEPT => {
-            if ret >= 0 {
-                let fd = ret as u32;
-                if let Some(sk) = tcp_sock_of_fd(fd) {
-                    send_open(sk, fd, flag::ROLE_SERVER);
-                }
-            }
-        }
-        _ => {
-            if ret > 0 {
-                exit_data(&call, ret as u64);
-            }
-        }
-    }
-    0
-}
-
-// x86_64 syscall numbers and `struct pt_regs` offsets of the argument registers.
-const NR_READ: i32 = 0;
-const NR_WRITE: i32 = 1;
-const NR_READV: i32 = 19;
-const NR_WRITEV: i32 = 20;
-const NR_SENDFILE: i32 = 40;
-const NR_ACCEPT: i32 = 43;
-const NR_SENDTO: i32 = 44;
-const NR_RECVFROM: i32 = 45;
-const NR_SENDMSG: i32 = 46;
-const NR_RECVMSG: i32 = 47;
-const NR_ACCEPT4: i32 = 288;
-const REG_DI: u64 = 112;
-const REG_SI: u64 = 104;
-const REG_DX: u64 = 96;
-const REG_R10: u64 = 56;
-
-/// A call whose entry was not seen: it started before the agent attached (a server
-/// blocked in accept, a keep-alive connection blocked in read). The arguments are still
-/// in the task's saved user registers, so the call is reconstructed from them.
-#[inline(never)]
-fn exit_without_entry(ctx: &TracePointContext, pid_tgid: u64) {
-    let ret = arg(ctx, RET) as i64;
-    if ret < 0 {
-        return;
-    }
-    let nr: i32 = unsafe { ctx.read_at(8) }.unwrap_or(-1);
+    let nr: i32 = unsafe { ctx.read_at(NR) }.unwrap_or(-1);
     let (op, flags_reg) = match nr {
-        NR_READ => (OP_READ, None),
-        NR_RECVFROM => (OP_READ, Some(REG_R10)),
-        NR_WRITE | NR_SENDTO => (OP_WRITE, None),
-        NR_READV => (OP_READV, None),
-        NR_WRITEV => (OP_WRITEV, None),
-        NR_RECVMSG => (OP_RECVMSG, Some(REG_DX)),
-        NR_SENDMSG => (OP_SENDMSG, None),
-        NR_SENDFILE => (OP_SENDFILE, None),
-        NR_ACCEPT | NR_ACCEPT4 => (OP_ACCEPT, None),
-        _ => return,
+        NR_READ => (OP_READ, false),
+        NR_RECVFROM => (OP_READ, true),
+        NR_WRITE | NR_SENDTO => (OP_WRITE, false),
+        NR_READV => (OP_READV, false),
+        NR_WRITEV => (OP_WRITEV, false),
+        NR_RECVMSG => (OP_RECVMSG, true),
+        NR_SENDMSG => (OP_SENDMSG, false),
+        NR_SENDFILE => (OP_SENDFILE, false),
+        NR_CONNECT => (OP_CONNECT, false),
+        NR_ACCEPT | NR_ACCEPT4 => (OP_ACCEPT, false),
+        _ => return 0,
     };
-    if op != OP_ACCEPT && ret == 0 {
-        return;
+    let reported = match op {
+        OP_CONNECT => ret == 0 || ret == EINPROGRESS,
+        OP_ACCEPT => ret >= 0,
+        _ => ret > 0,
+    };
+    if !reported {
+        return 0;
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
     if !task_allowed((pid_tgid >> 32) as u32) {
-        return;
+        return 0;
     }
-    let regs = unsafe {
-        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
-        aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as u64
-    };
-    let reg = |offset: u64| -> u64 {
-        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((regs + offset) as *const u64) }
-            .unwrap_or(0)
-    };
     if op == OP_ACCEPT {
         let fd = ret as u32;
         if let Some(sk) = tcp_sock_of_fd(fd) {
             send_open(sk, fd, flag::ROLE_SERVER);
         }
-        return;
+        return 0;
     }
-    if let Some(offset) = flags_reg
-        && reg(offset) & MSG_PEEK != 0
-    {
-        return;
+    let regs = syscall_regs();
+    let fd = regs.di as u32;
+    if op == OP_CONNECT {
+        if let Some(sk) = tcp_sock_of_fd(fd) {
+            send_open(sk, fd, flag::ROLE_CLIENT);
+        }
+        return 0;
     }
-    let fd = reg(REG_DI) as u32;
+    // recvfrom's flags are its 4th argument (r10), recvmsg's its 3rd (dx).
+    let peek_flags = if nr == NR_RECVFROM { regs.r10 } else { regs.dx };
+    if flags_reg && peek_flags & MSG_PEEK != 0 {
+        return 0;
+    }
     let Some(sk) = tcp_sock_of_fd(fd) else {
-        return;
+        return 0;
     };
-    if note_nested_syscall(pid_tgid, sk) || unsafe { TLS_SOCKS.get(&sk) }.is_some() {
-        return;
+    // Ciphertext of a connection whose plaintext the TLS probes deliver is dropped.
+    if note_nested_syscall(pid_tgid, sk) {
+        return 0;
     }
-    let call = PendingCall {
+    let Some(state) = sock_state_of(sk) else {
+        return 0;
+    };
+    if state.tls != 0 || state.allowed == 0 {
+        return 0;
+    }
+    let call = Call {
         sk,
-        buf: reg(REG_SI),
-        count: reg(REG_DX),
+        buf: regs.si,
+        count: regs.dx,
         fd,
         op,
     };
-    exit_data(&call, ret as u64);
+    exit_data(&call, ret as u64, state);
+    0
 }
 
 #[inline(always)]
-fn exit_data(call: &PendingCall, moved: u64) {
-    let Some(tuple) = tuple_of(call.sk) else {
-        return;
-    };
-    if !ports_allowed(&tuple) {
-        return;
-    }
+fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
     let (flags, bytes) = match call.op {
         OP_READ => (0, UserBytes::Buffer(call.buf)),
         OP_WRITE => (flag::EGRESS, UserBytes::Buffer(call.buf)),
@@ -324,22 +199,21 @@ fn exit_data(call: &PendingCall, moved: u64) {
         OP_SENDFILE => (flag::EGRESS, UserBytes::None),
         _ => return,
     };
-    send_data(call.sk, call.fd, flags, moved, bytes, &tuple);
+    send_data(call.sk, call.fd, flags, moved, bytes, state);
 }
 
 #[inline(always)]
 fn send_open(sk: u64, fd: u32, role: u32) {
-    let Some(tuple) = tuple_of(sk) else {
+    // A new connection starts a new sequence and forgets any TLS mark (the sock may be
+    // a reused address).
+    let Some(state) = reset_sock_state(sk) else {
         return;
     };
-    if !ports_allowed(&tuple) {
+    if state.allowed == 0 {
         return;
     }
-    // A new connection starts a new sequence (the sock may be a reused address).
-    let _ = SEQ.remove(&sk);
-    let _ = TLS_SOCKS.remove(&sk);
     let mut header = empty_header();
-    fill_header(&mut header, kind::OPEN, role, sk, fd, &tuple);
+    fill_header(&mut header, kind::OPEN, role, sk, fd, state);
     send_header(&header);
 }
 
@@ -373,16 +247,17 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn send_close(sk: u64, fd: u32) {
-    let _ = TLS_SOCKS.remove(&sk);
-    // Only connections that produced events are reported closed.
-    if unsafe { SEQ.get(&sk) }.is_none() {
+    let Some(state) = SOCKS.get_ptr_mut(&sk) else {
         return;
+    };
+    let state = unsafe { &mut *state };
+    // Only connections that produced events are reported closed.
+    if state.next_seq != 0 {
+        let mut header = empty_header();
+        fill_header(&mut header, kind::CLOSE, 0, sk, fd, state);
+        send_header(&header);
     }
-    let tuple = tuple_of(sk).unwrap_or_default();
-    let mut header = empty_header();
-    fill_header(&mut header, kind::CLOSE, 0, sk, fd, &tuple);
-    let _ = SEQ.remove(&sk);
-    send_header(&header);
+    let _ = SOCKS.remove(&sk);
 }
 
 #[tracepoint]

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use tapwire_agent_common::{drop_reason, flag};
 
 use crate::{
-    events::{UserBytes, count_drop, send_data, tuple_of},
-    filters::{ports_allowed, task_allowed},
+    events::{UserBytes, count_drop, send_data, sock_state_of},
+    filters::task_allowed,
 };
 
 const SSL_READ: u32 = 1;
@@ -46,12 +46,9 @@ static SSL_ACTIVE: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384
 #[map]
 static SSL_SOCK: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(65536, 0);
 
-/// Sockets whose plaintext comes from the TLS probes: their ciphertext is suppressed.
-#[map]
-pub static TLS_SOCKS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
-
-/// Called by the syscall probes for a TCP socket call. Returns true when the thread is
-/// inside an SSL call, i.e. the bytes are ciphertext to drop.
+/// Called by the syscall probes for a TCP socket call that moved bytes. Returns true
+/// when the thread is inside an SSL call, i.e. the bytes are ciphertext to drop; the
+/// socket is then marked (in its state) so its ciphertext outside SSL calls is dropped too.
 #[inline(always)]
 pub fn note_nested_syscall(pid_tgid: u64, sk: u64) -> bool {
     let Some(call) = (unsafe { SSL_ACTIVE.get(&pid_tgid) }) else {
@@ -59,7 +56,9 @@ pub fn note_nested_syscall(pid_tgid: u64, sk: u64) -> bool {
     };
     let key = [pid_tgid >> 32, call.ssl];
     let _ = SSL_SOCK.insert(&key, &sk, BPF_ANY as u64);
-    let _ = TLS_SOCKS.insert(&sk, &1, BPF_ANY as u64);
+    if let Some(state) = sock_state_of(sk) {
+        state.tls = 1;
+    }
     true
 }
 
@@ -84,7 +83,9 @@ fn enter(ctx: &ProbeContext, op: u32) -> u32 {
         op,
         depth: 1,
     };
-    let _ = SSL_ACTIVE.insert(&pid_tgid, &call, BPF_ANY as u64);
+    if SSL_ACTIVE.insert(&pid_tgid, &call, BPF_ANY as u64).is_err() {
+        count_drop(drop_reason::STATE_FULL);
+    }
     0
 }
 
@@ -144,11 +145,11 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         count_drop(drop_reason::TLS_NO_SOCKET);
         return 0;
     };
-    let Some(tuple) = tuple_of(sk) else {
+    let Some(state) = sock_state_of(sk) else {
         count_drop(drop_reason::TLS_NO_SOCKET);
         return 0;
     };
-    if !ports_allowed(&tuple) {
+    if state.allowed == 0 {
         return 0;
     }
     let direction = if call.op == SSL_WRITE || call.op == SSL_WRITE_EX {
@@ -162,7 +163,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         direction | flag::TLS,
         moved,
         UserBytes::Buffer(call.buf),
-        &tuple,
+        state,
     );
     0
 }

@@ -90,7 +90,8 @@ pub struct LoadedCapture {
     pub plan: AttachPlan,
 }
 
-/// Tracepoint programs and the hooks each is attached to.
+/// Tracepoint programs and the hooks each is attached to. Socket calls are handled at
+/// exit only (arguments from the saved registers): no entry probes on the hot path.
 const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
     (
         "exit_call",
@@ -109,24 +110,6 @@ const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
             "sys_exit_accept",
             "sys_exit_accept4",
         ],
-    ),
-    ("enter_read", "syscalls", &["sys_enter_read"]),
-    ("enter_recvfrom", "syscalls", &["sys_enter_recvfrom"]),
-    (
-        "enter_write",
-        "syscalls",
-        &["sys_enter_write", "sys_enter_sendto"],
-    ),
-    ("enter_readv", "syscalls", &["sys_enter_readv"]),
-    ("enter_writev", "syscalls", &["sys_enter_writev"]),
-    ("enter_recvmsg", "syscalls", &["sys_enter_recvmsg"]),
-    ("enter_sendmsg", "syscalls", &["sys_enter_sendmsg"]),
-    ("enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
-    ("enter_connect", "syscalls", &["sys_enter_connect"]),
-    (
-        "enter_accept",
-        "syscalls",
-        &["sys_enter_accept", "sys_enter_accept4"],
     ),
     ("enter_close", "syscalls", &["sys_enter_close"]),
     ("sock_state", "sock", &["inet_sock_set_state"]),
@@ -206,8 +189,6 @@ pub fn load_and_attach(
     let essential = [
         ("exit_call", "syscalls/sys_exit_read"),
         ("exit_call", "syscalls/sys_exit_write"),
-        ("enter_read", "syscalls/sys_enter_read"),
-        ("enter_write", "syscalls/sys_enter_write"),
     ];
     if let Some((program, target)) = essential.iter().find(|(p, t)| !plan.is_attached(p, t)) {
         let why = plan
