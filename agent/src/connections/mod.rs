@@ -1,4 +1,5 @@
 //! Connections and who owns them: the bounded connection table and process identity.
 
+pub mod hash;
 pub mod identity;
 pub mod table;

@@ -10,7 +10,10 @@ use std::{
 use tapwire_agent_common::{EventHeader, flag};
 use tapwire_protocols::Role;
 
-use super::identity::{IdentityCache, ProcessIdentity};
+use super::{
+    hash::U64Map,
+    identity::{IdentityCache, ProcessIdentity},
+};
 use crate::{
     events::decode::{comm, socket_addrs},
     streams::StreamTracker,
@@ -58,7 +61,7 @@ pub struct Connection {
 
 /// Bounded map from kernel socket to connection.
 pub struct ConnectionTable {
-    by_sock: HashMap<u64, Connection>,
+    by_sock: HashMap<u64, Connection, U64Map>,
     capacity: usize,
     idle_ns: u64,
     next_id: u64,
@@ -69,7 +72,7 @@ impl ConnectionTable {
     /// A table of at most `capacity` connections, expiring those idle for `idle_ns`.
     pub fn new(capacity: usize, idle_ns: u64) -> Self {
         Self {
-            by_sock: HashMap::new(),
+            by_sock: HashMap::default(),
             capacity: capacity.max(1),
             idle_ns,
             next_id: 1,
@@ -110,7 +113,8 @@ impl ConnectionTable {
         now_ns: u64,
     ) -> (&mut Connection, Option<Connection>) {
         let mut evicted = None;
-        if !self.by_sock.contains_key(&header.sock_id) && self.by_sock.len() >= self.capacity {
+        // The full check first: the lookup it needs only happens when the table is full.
+        if self.by_sock.len() >= self.capacity && !self.by_sock.contains_key(&header.sock_id) {
             evicted = self.evict_oldest();
         }
         let conn = match self.by_sock.entry(header.sock_id) {
@@ -210,7 +214,7 @@ fn new_connection(
             id,
             sock_id: header.sock_id,
             pid: (header.pid_tgid >> 32) as u32,
-            comm: identity.comm.unwrap_or_else(|| comm(header)),
+            comm: identity.comm.unwrap_or_else(|| comm(header).into_owned()),
             exe: identity.exe,
             cgroup_id: header.cgroup_id,
             container_id: identity.container_id,

@@ -1,7 +1,10 @@
 //! Turns raw ring buffer records into typed events. Records come from our own kernel
 //! programs, but are still checked: a short or unknown record is an error, not a panic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use tapwire_agent_common::{EVENT_HEADER_BYTES, EventHeader, SockTuple, flag, kind};
 use thiserror::Error;
@@ -79,14 +82,15 @@ pub fn socket_addrs(tuple: &SockTuple) -> (SocketAddr, SocketAddr) {
     )
 }
 
-/// The command name without its NUL padding.
-pub fn comm(header: &EventHeader) -> String {
+/// The command name without its NUL padding (borrowed unless it is not UTF-8: this
+/// runs for every event).
+pub fn comm(header: &EventHeader) -> Cow<'_, str> {
     let end = header
         .comm
         .iter()
         .position(|&b| b == 0)
         .unwrap_or(header.comm.len());
-    String::from_utf8_lossy(&header.comm[..end]).into_owned()
+    String::from_utf8_lossy(&header.comm[..end])
 }
 
 /// Whether the bytes were written by the observed process.

@@ -1,50 +1,51 @@
 //! `--output raw`: one JSON line per stream chunk, for inspection without any other
 //! component.
+//!
+//! Written by hand rather than through serde: at saturation this sink sees every
+//! captured byte, and serde's string escaping of the base64 payload, the per-chunk
+//! formatting of both socket addresses and the allocations behind them cost more than
+//! encoding the payload itself. The parts of a line that are the same for every chunk
+//! of a connection are formatted once, when its first chunk arrives.
 
-use std::io::Write;
+use std::{collections::HashMap, io::Write};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use serde::Serialize;
 use tapwire_protocols::{Chunk, Direction, Role};
 
 use super::{ChunkMeta, SinkError, StreamSink};
-use crate::connections::table::ConnectionInfo;
+use crate::connections::{hash::U64Map, table::ConnectionInfo};
 
-/// One output line.
-#[derive(Debug, Serialize)]
-struct RawChunkLine<'a> {
-    connection_id: u64,
-    pid: u32,
-    comm: &'a str,
-    exe: Option<&'a str>,
-    cgroup_id: u64,
-    container_id: Option<&'a str>,
-    role: &'static str,
-    direction: &'static str,
-    local: String,
-    remote: String,
-    tls: bool,
-    seq: u64,
-    time_ns: u64,
-    /// Bytes in `data`.
-    bytes: usize,
-    /// Bytes transferred right before `data` that were not captured.
-    bytes_lost: u64,
-    /// Kernel events of this connection were lost right before this chunk.
-    events_lost: bool,
-    /// The captured bytes, base64.
-    data: String,
-}
+/// Bytes gathered before they are handed to the writer.
+const BATCH_BYTES: usize = 64 * 1024;
 
-/// Writes [`RawChunkLine`]s to any writer (stdout in the agent).
+/// Writes one JSON object per chunk to any writer (stdout in the agent):
+/// `connection_id`, `pid`, `comm`, `exe`, `cgroup_id`, `container_id`, `role`,
+/// `direction`, `local`, `remote`, `tls`, `seq`, `time_ns`, `bytes` (bytes in `data`),
+/// `bytes_lost` (bytes transferred right before `data` that were not captured),
+/// `events_lost` (kernel events of this connection were lost right before this chunk)
+/// and `data` (the captured bytes, base64).
 pub struct RawJsonSink<W: Write + Send> {
     out: W,
+    /// Lines not yet handed to `out`.
+    buf: Vec<u8>,
+    /// Per connection id: `"exe":…,"cgroup_id":…,"container_id":…,"role":…,` and
+    /// `"local":…,"remote":…,`, formatted once.
+    fixed: HashMap<u64, ConnectionFields, U64Map>,
+}
+
+struct ConnectionFields {
+    identity: Vec<u8>,
+    addresses: Vec<u8>,
 }
 
 impl<W: Write + Send> RawJsonSink<W> {
-    /// Writes to `out` (buffer it: the sink writes one line per chunk).
+    /// Writes to `out` (gathered in 64 KiB batches; `flush` hands over the rest).
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            buf: Vec::with_capacity(2 * BATCH_BYTES),
+            fixed: HashMap::default(),
+        }
     }
 }
 
@@ -56,6 +57,70 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+impl ConnectionFields {
+    fn of(conn: &ConnectionInfo) -> Self {
+        let mut identity = Vec::with_capacity(128);
+        identity.extend_from_slice(b"\"exe\":");
+        json_opt_str(&mut identity, conn.exe.as_deref());
+        identity.extend_from_slice(b",\"cgroup_id\":");
+        json_u64(&mut identity, conn.cgroup_id);
+        identity.extend_from_slice(b",\"container_id\":");
+        json_opt_str(&mut identity, conn.container_id.as_deref());
+        identity.extend_from_slice(b",\"role\":");
+        json_str(&mut identity, role_name(conn.role));
+        identity.push(b',');
+        let mut addresses = Vec::with_capacity(64);
+        addresses.extend_from_slice(b"\"local\":");
+        json_str(&mut addresses, &conn.local.to_string());
+        addresses.extend_from_slice(b",\"remote\":");
+        json_str(&mut addresses, &conn.remote.to_string());
+        addresses.push(b',');
+        Self {
+            identity,
+            addresses,
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn json_bool(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Rare (control characters, quotes): serde_json knows every escape. Writing
+        // a &str to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 impl<W: Write + Send> StreamSink for RawJsonSink<W> {
     fn on_chunk(
         &mut self,
@@ -63,38 +128,62 @@ impl<W: Write + Send> StreamSink for RawJsonSink<W> {
         meta: &ChunkMeta<'_>,
         chunk: &Chunk<'_>,
     ) -> Result<(), SinkError> {
-        let line = RawChunkLine {
-            connection_id: conn.id,
-            pid: meta.pid,
-            comm: meta.comm,
-            exe: conn.exe.as_deref(),
-            cgroup_id: conn.cgroup_id,
-            container_id: conn.container_id.as_deref(),
-            role: role_name(conn.role),
-            direction: match chunk.direction {
-                Direction::Egress => "egress",
-                Direction::Ingress => "ingress",
-            },
-            local: conn.local.to_string(),
-            remote: conn.remote.to_string(),
-            tls: conn.tls,
-            seq: meta.seq,
-            time_ns: chunk.time_ns,
-            bytes: chunk.data.len(),
-            bytes_lost: chunk.lost_before,
-            events_lost: chunk.events_lost,
-            data: STANDARD.encode(chunk.data),
-        };
-        serde_json::to_writer(&mut self.out, &line).map_err(|e| SinkError::Other(e.to_string()))?;
-        self.out.write_all(b"\n")?;
+        let fixed = self
+            .fixed
+            .entry(conn.id)
+            .or_insert_with(|| ConnectionFields::of(conn));
+        let out = &mut self.buf;
+        out.extend_from_slice(b"{\"connection_id\":");
+        json_u64(out, conn.id);
+        out.extend_from_slice(b",\"pid\":");
+        json_u64(out, u64::from(meta.pid));
+        out.extend_from_slice(b",\"comm\":");
+        json_str(out, meta.comm);
+        out.push(b',');
+        out.extend_from_slice(&fixed.identity);
+        out.extend_from_slice(match chunk.direction {
+            Direction::Egress => b"\"direction\":\"egress\",",
+            Direction::Ingress => b"\"direction\":\"ingress\",",
+        });
+        out.extend_from_slice(&fixed.addresses);
+        out.extend_from_slice(b"\"tls\":");
+        json_bool(out, conn.tls);
+        out.extend_from_slice(b",\"seq\":");
+        json_u64(out, meta.seq);
+        out.extend_from_slice(b",\"time_ns\":");
+        json_u64(out, chunk.time_ns);
+        out.extend_from_slice(b",\"bytes\":");
+        json_u64(out, chunk.data.len() as u64);
+        out.extend_from_slice(b",\"bytes_lost\":");
+        json_u64(out, chunk.lost_before);
+        out.extend_from_slice(b",\"events_lost\":");
+        json_bool(out, chunk.events_lost);
+        out.extend_from_slice(b",\"data\":\"");
+        // The base64 alphabet needs no JSON escaping: encode straight into the line.
+        let start = out.len();
+        out.resize(start + chunk.data.len().div_ceil(3) * 4, 0);
+        let written = STANDARD
+            .encode_slice(chunk.data, &mut out[start..])
+            .map_err(|e| SinkError::Other(e.to_string()))?;
+        out.truncate(start + written);
+        out.extend_from_slice(b"\"}\n");
+        if self.buf.len() >= BATCH_BYTES {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
         Ok(())
     }
 
-    fn on_close(&mut self, _conn: &ConnectionInfo, _now_ns: u64) -> Result<(), SinkError> {
+    fn on_close(&mut self, conn: &ConnectionInfo, _now_ns: u64) -> Result<(), SinkError> {
+        self.fixed.remove(&conn.id);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.buf.is_empty() {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
         self.out.flush()?;
         Ok(())
     }
@@ -151,5 +240,85 @@ mod tests {
         assert_eq!(v["bytes"], 5);
         assert_eq!(v["bytes_lost"], 2);
         assert_eq!(v["data"], STANDARD.encode(b"GET /"));
+    }
+
+    #[test]
+    fn escapes_odd_names_and_keeps_connections_apart() {
+        let mut conn = ConnectionInfo {
+            id: 7,
+            sock_id: 1,
+            pid: 9,
+            comm: "x".into(),
+            exe: Some("/opt/a \"b\"\\c".into()),
+            cgroup_id: u64::MAX,
+            container_id: None,
+            role: Role::Unknown,
+            local: "[::1]:4000".parse::<SocketAddr>().unwrap(),
+            remote: "[2001:db8::2]:443".parse::<SocketAddr>().unwrap(),
+            tls: false,
+            first_seen_ns: 0,
+        };
+        let mut sink = RawJsonSink::new(Vec::new());
+        let meta = ChunkMeta {
+            seq: 0,
+            pid: 9,
+            comm: "tab\there\u{1}é",
+        };
+        let payload: Vec<u8> = (0..=255).collect();
+        for (data, tls) in [(&payload[..], false), (&b""[..], true), (&b"ab"[..], true)] {
+            conn.tls = tls;
+            let chunk = Chunk {
+                direction: Direction::Ingress,
+                data,
+                time_ns: 0,
+                lost_before: 0,
+                events_lost: true,
+            };
+            sink.on_chunk(&conn, &meta, &chunk).unwrap();
+        }
+        sink.on_close(&conn, 0).unwrap();
+        assert!(sink.fixed.is_empty(), "closing forgets the connection");
+        conn.id = 8;
+        conn.exe = None;
+        conn.container_id = Some("c0ffee".into());
+        conn.role = Role::Server;
+        let chunk = Chunk {
+            direction: Direction::Egress,
+            data: b"x",
+            time_ns: 1,
+            lost_before: 0,
+            events_lost: false,
+        };
+        sink.on_chunk(&conn, &meta, &chunk).unwrap();
+        sink.flush().unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["exe"], "/opt/a \"b\"\\c");
+        assert_eq!(lines[0]["comm"], "tab\there\u{1}é");
+        assert_eq!(lines[0]["cgroup_id"], u64::MAX);
+        assert_eq!(lines[0]["container_id"], serde_json::Value::Null);
+        assert_eq!(lines[0]["local"], "[::1]:4000");
+        assert_eq!(lines[0]["remote"], "[2001:db8::2]:443");
+        assert_eq!(lines[0]["role"], "unknown");
+        assert_eq!(lines[0]["direction"], "ingress");
+        assert_eq!(lines[0]["events_lost"], true);
+        assert_eq!(lines[0]["bytes"], 256);
+        assert_eq!(lines[0]["data"], STANDARD.encode(&payload));
+        assert_eq!(
+            (lines[0]["tls"].clone(), lines[2]["tls"].clone()),
+            (false.into(), true.into())
+        );
+        assert_eq!(lines[1]["data"], "");
+        assert_eq!(lines[2]["data"], "YWI=");
+        assert_eq!(lines[3]["connection_id"], 8);
+        assert_eq!(lines[3]["exe"], serde_json::Value::Null);
+        assert_eq!(lines[3]["container_id"], "c0ffee");
+        assert_eq!(lines[3]["role"], "server");
+        assert_eq!(lines[3]["direction"], "egress");
+        assert_eq!(lines[3]["time_ns"], 1);
     }
 }
