@@ -3,14 +3,15 @@
 //! crash; a batch that fails part-way may leave unreferenced segments, never index rows
 //! without payloads.
 //!
-//! Group commit: each stream's task does its batch's CPU work itself (validation, index
-//! rows, remote services, payload frames), then queues the batch. Whoever holds one of the
-//! [`COMMITTERS`] commit slots takes every queued batch (up to [`MAX_GROUP_ROWS`] rows) and
-//! stores them together: one segment per hour, one COPY, one rollup upsert, one commit. Per
-//! pair this saves most of the fixed costs of a transaction (savepoint, two rollup upserts
-//! whose rows every concurrent batch contends for, the WAL flush at commit, the segment's
-//! fsync), which is what bounded ingest when every batch had its own transaction. Two slots
-//! let one group's COPY overlap the previous group's rollups and commit.
+//! Group commit: each stream's task does its batch's own work itself (validation, index
+//! rows, remote services, payload frames, the batch's segments), then queues the batch's
+//! rows. Whoever holds the commit slot takes every queued batch (up to [`MAX_GROUP_ROWS`]
+//! rows) and indexes them together: one COPY, one rollup upsert per table, one commit.
+//! Per pair this saves most of the fixed costs of a transaction (a savepoint, rollup
+//! upserts whose rows every concurrent batch contends for, the WAL flush at commit), which
+//! is what bounded ingest when every batch had its own transaction. One slot is enough and
+//! better than two: while a group commits, the next one accumulates, and a second slot
+//! mostly committed single batches that waited on the first one's rollup row locks.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -30,7 +31,7 @@ use crate::storage::{
 };
 
 /// Transactions writing groups at once.
-pub const COMMITTERS: usize = 2;
+pub const COMMITTERS: usize = 1;
 /// The most rows one group takes (it always takes at least one whole batch): large enough
 /// to amortize a transaction, small enough to keep each ack's wait short.
 pub const MAX_GROUP_ROWS: usize = 16_384;
@@ -69,10 +70,9 @@ impl WriteError {
     }
 }
 
-/// A batch ready to be committed: its rows and their payload frames, index for index.
+/// A batch ready to be indexed: its rows, payloads already written.
 struct Pending {
     rows: Vec<IndexRow>,
-    frames: Frames,
     /// Answered with how many of the rows were new.
     done: oneshot::Sender<Result<usize, Arc<StorageError>>>,
 }
@@ -114,10 +114,12 @@ impl BatchWriter {
         self.peers.ensure_seeded(&self.stores).await;
         self.peers.resolve(&mut rows);
         let frames = PayloadStore::encode_frames(&batch.pairs)?;
+        self.write_segments(&mut rows, &frames).await?;
+        drop(frames);
 
         let total = u32::try_from(rows.len()).unwrap_or(u32::MAX);
         let (done, result) = oneshot::channel();
-        self.lock_queue().push_back(Pending { rows, frames, done });
+        self.lock_queue().push_back(Pending { rows, done });
         let new_rows = self.commit_until_done(result).await?;
         let stored = u32::try_from(new_rows).unwrap_or(u32::MAX);
         Ok(BatchOutcome {
@@ -180,15 +182,13 @@ impl BatchWriter {
         let batches = group.len();
         let mut counts = Vec::with_capacity(batches);
         let mut answers = Vec::with_capacity(batches);
-        let mut frames = Vec::with_capacity(batches);
         let mut rows = Vec::with_capacity(group.iter().map(|p| p.rows.len()).sum());
         for pending in group {
             counts.push(pending.rows.len());
             rows.extend(pending.rows);
             answers.push(pending.done);
-            frames.push(pending.frames);
         }
-        match self.store(&mut rows, &frames).await {
+        match self.index(&rows).await {
             Ok(new_rows) => {
                 self.publish(&rows, &new_rows);
                 let mut new_rows = new_rows.into_iter().peekable();
@@ -217,8 +217,8 @@ impl BatchWriter {
             Err(error) => {
                 tracing::warn!(%error, batches, "group commit failed; storing its batches one by one");
                 let per_batch = split_rows(rows, &counts);
-                for ((done, frames), mut rows) in answers.into_iter().zip(frames).zip(per_batch) {
-                    let answer = match self.store(&mut rows, std::slice::from_ref(&frames)).await {
+                for (done, rows) in answers.into_iter().zip(per_batch) {
+                    let answer = match self.index(&rows).await {
                         Ok(new_rows) => {
                             self.publish(&rows, &new_rows);
                             Ok(new_rows.len())
@@ -252,25 +252,18 @@ impl BatchWriter {
         }
     }
 
-    /// Writes the frames' segments (one per hour of `time`, so retention can delete whole
-    /// hours), then the rows in one transaction; returns the indexes of the new rows.
-    /// `frames` are the batches' frames, in the order of `rows`.
-    async fn store(
+    /// Writes a batch's frames into segments, one per hour of `time` (so retention can
+    /// delete whole hours), and sets each row's payload location.
+    async fn write_segments(
         &self,
         rows: &mut [IndexRow],
-        frames: &[Frames],
-    ) -> Result<Vec<usize>, StorageError> {
-        // Which batch and frame each row's payload is.
-        let sources: Vec<(usize, usize)> = frames
-            .iter()
-            .enumerate()
-            .flat_map(|(b, f)| (0..f.len()).map(move |j| (b, j)))
-            .collect();
-        if sources.len() != rows.len() {
+        frames: &Frames,
+    ) -> Result<(), StorageError> {
+        if frames.len() != rows.len() {
             return Err(StorageError::CorruptPayload {
                 key: String::new(),
                 offset: 0,
-                reason: format!("{} frames for {} rows", sources.len(), rows.len()),
+                reason: format!("{} frames for {} rows", frames.len(), rows.len()),
             });
         }
         let mut by_hour: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
@@ -282,13 +275,12 @@ impl BatchWriter {
         }
         let mut writes = Vec::with_capacity(by_hour.len());
         for (&hour, members) in &by_hour {
-            // Consecutive frames of one batch go as one slice of its buffer.
+            // Consecutive frames go as one slice of the batch's buffer.
             let mut parts: Vec<Bytes> = Vec::new();
             let mut lengths = Vec::with_capacity(members.len());
-            let mut run: Option<(usize, std::ops::Range<usize>)> = None;
+            let mut run: Option<std::ops::Range<usize>> = None;
             for &i in members {
-                let (b, j) = sources[i];
-                let range = frames[b].range(j);
+                let range = frames.range(i);
                 lengths.push(u32::try_from(range.len()).map_err(|_| {
                     StorageError::CorruptPayload {
                         key: String::new(),
@@ -297,18 +289,16 @@ impl BatchWriter {
                     }
                 })?);
                 run = match run {
-                    Some((rb, r)) if rb == b && r.end == range.start => {
-                        Some((b, r.start..range.end))
+                    Some(r) if r.end == range.start => Some(r.start..range.end),
+                    Some(r) => {
+                        parts.push(frames.buf().slice(r));
+                        Some(range)
                     }
-                    Some((rb, r)) => {
-                        parts.push(frames[rb].buf().slice(r));
-                        Some((b, range))
-                    }
-                    None => Some((b, range)),
+                    None => Some(range),
                 };
             }
-            if let Some((rb, r)) = run {
-                parts.push(frames[rb].buf().slice(r));
+            if let Some(r) = run {
+                parts.push(frames.buf().slice(r));
             }
             writes.push(async move {
                 self.stores
@@ -323,7 +313,12 @@ impl BatchWriter {
                 rows[i].location = location;
             }
         }
+        Ok(())
+    }
 
+    /// Indexes rows (payloads written) in one transaction; returns the indexes of the new
+    /// rows.
+    async fn index(&self, rows: &[IndexRow]) -> Result<Vec<usize>, StorageError> {
         let mut client = self.stores.db.get().await?;
         if self.stores.flavor == Flavor::Postgres {
             self.partitions
