@@ -8,7 +8,6 @@
 //! the same run, is the seed's own query (`time_bucket` counts over the last hour) sent
 //! straight to the database: the ratio says what the API adds on top of the raw SQL.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -60,7 +59,9 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(measure(&collector.url(), &data_dir, pairs));
+    let result = collector
+        .database_url()
+        .and_then(|db| runtime.block_on(measure(&collector.url(), &db, pairs)));
     let clean_exit = collector.stop();
     if result.is_ok() && clean_exit {
         let _ = std::fs::remove_dir_all(&scratch);
@@ -70,17 +71,9 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
     result
 }
 
-/// The managed database's URL, from its `postmaster.pid` (line 4 is the port).
-async fn connect_database(data_dir: &Path) -> anyhow::Result<tokio_postgres::Client> {
-    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
-        .context("reading the managed database's postmaster.pid")?;
-    let port = pid_file
-        .lines()
-        .nth(3)
-        .context("no port in postmaster.pid")?
-        .trim();
-    let url = format!("postgres://postgres@127.0.0.1:{port}/tapwire");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+/// A connection to the collector's managed database.
+async fn connect_database(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
 }
@@ -318,10 +311,10 @@ fn interval(secs: i64) -> Option<tapwire_proto::Duration> {
     })
 }
 
-async fn measure(url: &str, data_dir: &Path, pairs: u64) -> anyhow::Result<serde_json::Value> {
+async fn measure(url: &str, database_url: &str, pairs: u64) -> anyhow::Result<serde_json::Value> {
     let channel = Channel::from_shared(url.to_owned())?.connect().await?;
     store_real_pairs(channel.clone()).await?;
-    let db = connect_database(data_dir).await?;
+    let db = connect_database(database_url).await?;
     let loaded = load(&db, pairs).await?;
     let q = QueryClient::new(channel).max_decoding_message_size(64 << 20);
 
