@@ -228,21 +228,11 @@ fn exporter_config(url: &str, spool: &Path) -> ExportConfig {
     config
 }
 
-/// The collector's database: the managed server's port is in its postmaster.pid.
-async fn collector_database(data_dir: &Path) -> tokio_postgres::Client {
-    let pid_file = data_dir.join("postgres/postmaster.pid");
-    let text = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| {
-        panic!(
-            "managed PostgreSQL not found at {}: {e}",
-            pid_file.display()
-        )
-    });
-    let port: u16 = text
-        .lines()
-        .nth(3)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {}", pid_file.display()));
-    let url = format!("postgres://postgres@127.0.0.1:{port}/tapwire");
+/// A connection to the collector's managed database.
+async fn collector_database(collector: &Collector) -> tokio_postgres::Client {
+    let url = collector
+        .database_url()
+        .unwrap_or_else(|e| panic!("the collector's database: {e:#}"));
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
@@ -342,7 +332,7 @@ fn every_pair_is_stored_exactly_once_across_crashes_and_a_network_cut() {
     );
 
     // 4. Exactly once, by SQL in the collector's own database.
-    let db = runtime.block_on(collector_database(&data_dir));
+    let db = runtime.block_on(collector_database(&collector));
     let rows = runtime
         .block_on(db.query(
             "SELECT id::text FROM rr_pairs WHERE node = 'delivery-node'",
@@ -384,7 +374,7 @@ fn a_pair_is_stored_within_two_seconds_with_default_batching() {
     let data_dir = dir.join("collector");
     let mut collector =
         Collector::start(&bins, &data_dir, dir, &root_args).expect("collector starts");
-    let db = runtime.block_on(collector_database(&data_dir));
+    let db = runtime.block_on(collector_database(&collector));
     // The agent's defaults: 1000 pairs, 4 MiB or 500 ms per batch.
     let config = ExportConfig::new(collector.url(), "delivery-node");
     let (exporter, handle) = Exporter::start(config).expect("exporter starts");
