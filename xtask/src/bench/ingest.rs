@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -126,7 +126,7 @@ pub fn run(opts: &IngestBenchOptions) -> anyhow::Result<serde_json::Value> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(measure(opts, &mut collector, &data_dir));
+    let result = runtime.block_on(measure(opts, &mut collector));
     let clean_exit = collector.stop();
     if result.is_ok() && clean_exit {
         let _ = std::fs::remove_dir_all(&scratch);
@@ -149,10 +149,10 @@ struct Round {
 async fn measure(
     opts: &IngestBenchOptions,
     collector: &mut Collector,
-    data_dir: &Path,
 ) -> anyhow::Result<serde_json::Value> {
-    let db = connect_database(data_dir).await?;
-    let mut copy_db = connect_database(data_dir).await?;
+    let url = collector.database_url()?;
+    let db = connect_database(&url).await?;
+    let mut copy_db = connect_database(&url).await?;
     let timescaledb: bool = db
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
@@ -160,7 +160,7 @@ async fn measure(
         )
         .await?
         .get(0);
-    let postmaster = postmaster_pid(data_dir)?;
+    let postmaster = collector.postmaster()?.pid;
     let collector_pid = collector.child().pid();
 
     // Warm-up: connections, prepared statements, the hour's chunk.
@@ -667,31 +667,13 @@ async fn push_stream(
     Ok((stored, duplicates))
 }
 
-/// The collector's managed database (port from its postmaster.pid).
-async fn connect_database(data_dir: &Path) -> anyhow::Result<tokio_postgres::Client> {
-    let pid_file = data_dir.join("postgres/postmaster.pid");
-    let text = std::fs::read_to_string(&pid_file)
-        .with_context(|| format!("reading {}", pid_file.display()))?;
-    let port: u16 = text
-        .lines()
-        .nth(3)
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("no port in {}", pid_file.display()))?;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/tapwire");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+/// A connection to the collector's managed database.
+async fn connect_database(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-fn postmaster_pid(data_dir: &Path) -> anyhow::Result<i32> {
-    let pid_file = data_dir.join("postgres/postmaster.pid");
-    let text = std::fs::read_to_string(&pid_file)?;
-    text.lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .with_context(|| format!("no pid in {}", pid_file.display()))
 }
 
 /// utime + stime (+ reaped children's) of one process, in seconds.
