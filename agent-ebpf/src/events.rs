@@ -48,6 +48,19 @@ fn wakeup_flag(size: usize) -> u64 {
     }
 }
 
+/// [`wakeup_flag`] for a record of `size` bytes already reserved (and so already
+/// counted in the unread bytes).
+#[inline(always)]
+fn wakeup_flag_reserved(size: usize) -> u64 {
+    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if unread >= threshold && unread.saturating_sub(size as u64) < threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// The one ordered channel to user space; user space sets its size at load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
@@ -137,20 +150,83 @@ fn capture_cap_per_call() -> u64 {
     if cap > max { max } else { cap }
 }
 
+/// A data record of a fixed size reserved in the ring, for payloads up to `N` bytes.
+#[repr(C)]
+struct SmallDataEvent<const N: usize> {
+    header: EventHeader,
+    data: [u8; N],
+}
+
+/// Payload size classes of [`SmallDataEvent`]: most socket calls of request/response
+/// traffic move less than 2 KiB.
+const SMALL_PAYLOAD: usize = 512;
+const MEDIUM_PAYLOAD: usize = 2048;
+
+/// Sends `want` (at most `N`) bytes of a contiguous buffer as one record reserved in
+/// the ring at its class size and filled in place: the payload is read from user memory
+/// straight into the ring, where the scratch path copies it twice (user memory to
+/// scratch, scratch to ring). The bytes after `captured_len` are left as they were.
+#[inline(always)]
+fn send_small<const N: usize>(
+    sk: u64,
+    fd: u32,
+    flags: u32,
+    total: u64,
+    src: u64,
+    want: u64,
+    state: &mut SockState,
+) {
+    let Some(mut entry) = EVENTS.reserve::<SmallDataEvent<N>>(0) else {
+        // The sequence number is still used up, so user space sees the loss.
+        state.next_seq += 1;
+        count_drop(drop_reason::RING_FULL);
+        return;
+    };
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(
+        &mut event.header,
+        tapwire_agent_common::kind::DATA,
+        flags,
+        sk,
+        fd,
+        state,
+    );
+    event.header.total_len = total;
+    let mut len = if want < N as u64 { want as usize } else { N };
+    if !copy_user(event.data.as_mut_ptr(), src, len) {
+        count_drop(drop_reason::COPY_FAILED);
+        len = 0;
+    } else if (len as u64) < total {
+        count_drop(drop_reason::TRUNCATED);
+    }
+    event.header.captured_len = len as u32;
+    entry.submit(wakeup_flag_reserved(
+        core::mem::size_of::<SmallDataEvent<N>>(),
+    ));
+}
+
 /// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
 /// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
 #[inline(always)]
 fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState) {
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
-        return;
-    };
-    let event = unsafe { &mut *event };
     let want = if total < capture_cap_per_call() {
         total
     } else {
         capture_cap_per_call()
     };
+    if want <= SMALL_PAYLOAD as u64 {
+        send_small::<SMALL_PAYLOAD>(sk, fd, flags, total, src, want, state);
+        return;
+    }
+    if want <= MEDIUM_PAYLOAD as u64 {
+        send_small::<MEDIUM_PAYLOAD>(sk, fd, flags, total, src, want, state);
+        return;
+    }
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    let event = unsafe { &mut *event };
     let data = event.data.as_mut_ptr();
     for i in 0..MAX_RECORDS_PER_CALL as u64 {
         let start = i * MAX_CAPTURE_BYTES as u64;
@@ -224,7 +300,26 @@ pub fn fill_header(
     header.captured_len = 0;
     header.fd = fd;
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    header.tuple = state.tuple;
+    copy_tuple(&mut header.tuple, &state.tuple);
+}
+
+// Both tuples sit at 8-byte aligned offsets (map values and ring records are 8-byte
+// aligned), which `copy_tuple` relies on.
+const _: () = assert!(core::mem::offset_of!(EventHeader, tuple) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(SockState, tuple) % 8 == 0);
+const _: () = assert!(core::mem::size_of::<SockTuple>() == 40);
+
+/// Copies a tuple as five 64-bit words. A plain assignment between a map value and a
+/// record becomes a call to a byte-at-a-time `memmove` (LLVM cannot rule out overlap),
+/// 40 iterations on every event.
+#[inline(always)]
+fn copy_tuple(dst: &mut SockTuple, src: &SockTuple) {
+    let dst = dst as *mut SockTuple as *mut u64;
+    let src = src as *const SockTuple as *const u64;
+    for i in 0..5 {
+        // Volatile so the loop is not turned back into a memmove call.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
 }
 
 /// Sends a header-only event (open, close, exec, exit).
