@@ -2,9 +2,12 @@
 //!
 //! wrk against nginx on loopback, agent off and on alternating in the same run. Reports
 //! the throughput ratio, p50/p99 latency of both, the agent's CPU seconds per 100k
-//! requests and the kernel drops / lost events the agent counted. Then a fixed-rate
-//! phase (h2load at `--rate` requests/s, HTTP/1.1) with the agent on, which must show
-//! zero drops. Needs root, nginx, wrk and h2load.
+//! requests and the kernel drops / lost events the agent counted. The agent writes
+//! `--output raw` (every chunk as JSON with its payload in base64, to /dev/null); each
+//! round also runs it with `--output none` (events decoded, connections and streams
+//! tracked, nothing written), which separates the cost of capture from that of the
+//! raw output. Then a fixed-rate phase (h2load at `--rate` requests/s, HTTP/1.1) with
+//! the agent on, which must show zero drops. Needs root, nginx, wrk and h2load.
 
 use std::{
     io::{BufRead, BufReader},
@@ -37,10 +40,32 @@ struct BenchArgs {
     body_bytes: usize,
 }
 
+/// A child process killed (and reaped) when dropped.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx's master process, stopped with SIGTERM when dropped: it then stops its
+/// workers, which SIGKILL would leave running (and serving the port) after the run.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
+        // not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -71,7 +96,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_nginx(dir: &Path, port: u16, body_bytes: usize) -> anyhow::Result<Killed> {
+fn start_nginx(dir: &Path, port: u16, body_bytes: usize) -> anyhow::Result<Nginx> {
     std::fs::create_dir_all(dir.join("tmp"))?;
     std::fs::write(dir.join("body"), vec![b'x'; body_bytes])?;
     let d = dir.display();
@@ -91,7 +116,7 @@ fn start_nginx(dir: &Path, port: u16, body_bytes: usize) -> anyhow::Result<Kille
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx")?;
-    let guard = Killed(child);
+    let guard = Nginx(child);
     wait_port(port)?;
     Ok(guard)
 }
@@ -155,12 +180,12 @@ fn agent_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_agent(port: u16) -> anyhow::Result<RunningAgent> {
+fn start_agent(port: u16, output: &str) -> anyhow::Result<RunningAgent> {
     let metrics_port = free_port()?;
     let mut child = Command::new(agent_binary()?)
         .args([
             "--output",
-            "raw",
+            output,
             "--include-port",
             &port.to_string(),
             "--metrics-addr",
@@ -261,23 +286,32 @@ fn main() -> anyhow::Result<()> {
 
     let mut off = Vec::new();
     let mut on = Vec::new();
+    let mut on_none = Vec::new();
     let mut agent_cpu = 0.0;
+    let mut agent_cpu_none = 0.0;
     let mut losses = 0.0;
     for round in 0..args.rounds {
         let baseline = wrk(port, &args)?;
         eprintln!("round {round}: agent off {:.0} req/s", baseline.rps);
         off.push(baseline);
-        let agent = start_agent(port)?;
-        let pid = agent.child.0.id();
-        let cpu_before = cpu_seconds(pid);
-        let with_agent = wrk(port, &args)?;
-        // Let the agent drain what is still in the ring.
-        std::thread::sleep(Duration::from_millis(500));
-        agent_cpu += cpu_seconds(pid) - cpu_before;
-        losses += agent_losses(agent.metrics_port)?;
-        eprintln!("round {round}: agent on  {:.0} req/s", with_agent.rps);
-        on.push(with_agent);
-        drop(agent);
+        for (output, results, cpu) in [
+            ("raw", &mut on, &mut agent_cpu),
+            ("none", &mut on_none, &mut agent_cpu_none),
+        ] {
+            let agent = start_agent(port, output)?;
+            let pid = agent.child.0.id();
+            let cpu_before = cpu_seconds(pid);
+            let with_agent = wrk(port, &args)?;
+            // Let the agent drain what is still in the ring.
+            std::thread::sleep(Duration::from_millis(500));
+            *cpu += cpu_seconds(pid) - cpu_before;
+            losses += agent_losses(agent.metrics_port)?;
+            eprintln!(
+                "round {round}: agent on ({output}) {:.0} req/s",
+                with_agent.rps
+            );
+            results.push(with_agent);
+        }
     }
     // Machines here are noisy: every figure is the median over the rounds.
     let median = |v: &[Round], f: fn(&Round) -> f64| {
@@ -286,6 +320,7 @@ fn main() -> anyhow::Result<()> {
         xs.get(xs.len() / 2).copied().unwrap_or(0.0)
     };
     let on_requests: f64 = on.iter().map(|r| r.requests).sum();
+    let on_none_requests: f64 = on_none.iter().map(|r| r.requests).sum();
     println!(
         "capture benchmark: wrk -t2 -c{} {}s x {} rounds, nginx {} B body",
         args.connections, args.seconds, args.rounds, args.body_bytes
@@ -303,17 +338,25 @@ fn main() -> anyhow::Result<()> {
         median(&on, |r| r.p99_ms)
     );
     println!(
-        "  throughput ratio (on/off): {:.3}",
-        median(&on, |r| r.rps) / median(&off, |r| r.rps).max(1.0)
+        "  agent on, output none: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+        median(&on_none, |r| r.rps),
+        median(&on_none, |r| r.p50_ms),
+        median(&on_none, |r| r.p99_ms)
     );
     println!(
-        "  agent CPU: {:.2} s per 100k requests",
-        agent_cpu / on_requests.max(1.0) * 100_000.0
+        "  throughput ratio (on/off): {:.3} (output none: {:.3})",
+        median(&on, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
+        median(&on_none, |r| r.rps) / median(&off, |r| r.rps).max(1.0)
+    );
+    println!(
+        "  agent CPU: {:.2} s per 100k requests (output none: {:.2})",
+        agent_cpu / on_requests.max(1.0) * 100_000.0,
+        agent_cpu_none / on_none_requests.max(1.0) * 100_000.0
     );
     println!("  events dropped or lost while saturated: {losses}");
     let mut fixed_rate_lost = None;
     if args.rate > 0 {
-        let agent = start_agent(port)?;
+        let agent = start_agent(port, "raw")?;
         let summary = fixed_rate(port, args.rate, args.seconds)?;
         std::thread::sleep(Duration::from_millis(500));
         let lost = agent_losses(agent.metrics_port)?;
@@ -336,6 +379,9 @@ fn main() -> anyhow::Result<()> {
             "p99_ms_agent_off": median(&off, |r| r.p99_ms),
             "p99_ms_agent_on": median(&on, |r| r.p99_ms),
             "agent_cpu_s_per_100k_requests": agent_cpu / on_requests.max(1.0) * 100_000.0,
+            "rps_agent_on_output_none_median": median(&on_none, |r| r.rps),
+            "throughput_ratio_output_none": median(&on_none, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
+            "agent_cpu_s_per_100k_requests_output_none": agent_cpu_none / on_none_requests.max(1.0) * 100_000.0,
             "drops_at_saturation": losses,
             "fixed_rate_rps": args.rate,
             "drops_at_fixed_rate": fixed_rate_lost,
