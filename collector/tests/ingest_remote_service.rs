@@ -169,6 +169,20 @@ async fn remote_service(backend: Backend) -> TestResult {
         "{}",
         collector.log_text()
     );
+    // GetPair shows the computed value too, not the agent's empty one in the payload.
+    let channel = tonic::transport::Channel::from_shared(collector.endpoint())?
+        .connect()
+        .await?;
+    let shown = tapwire_proto::v1::query_client::QueryClient::new(channel)
+        .get_pair(tapwire_proto::v1::GetPairRequest {
+            id: after_client.id.clone(),
+            decode: false,
+        })
+        .await?
+        .into_inner()
+        .pair
+        .ok_or("GetPair returned no pair")?;
+    assert_eq!(shown.remote_service, "orders");
 
     drop(db);
     let status = collector.stop()?;

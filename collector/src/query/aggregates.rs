@@ -169,9 +169,10 @@ pub async fn endpoints(
     Ok(EndpointsResponse { endpoints })
 }
 
-/// Answers `Dependencies`: edges of outbound pairs from `service` to the peer's service
-/// (`remote_service`, which ingest fills for every outbound pair; rows stored without it
-/// fall back to the authority, else the remote address).
+/// Answers `Dependencies`: edges of outbound pairs from `service` to `remote_service`, which
+/// ingest fills for every outbound pair (the observed server at the remote address, else
+/// the authority's host, else the remote address). Rows stored before it did have an empty
+/// target: the rollups cannot recover one, and raw rows must agree with them.
 pub async fn dependencies(
     stores: &Stores,
     request: &DependenciesRequest,
@@ -179,8 +180,7 @@ pub async fn dependencies(
 ) -> Result<DependenciesResponse, QueryError> {
     let filter = request.filter.clone().unwrap_or_default();
     let grouping = Grouping {
-        raw_keys: "service, coalesce(nullif(remote_service, ''), nullif(authority, ''), \
-                   remote_addr), protocol",
+        raw_keys: "service, remote_service, protocol",
         rollup_keys: "service, remote_service, protocol",
         key_count: 3,
         condition: Some("NOT is_inbound"),

@@ -147,11 +147,11 @@ async fn run(
         after = Some(position(last)?);
         let segments = rows
             .iter()
-            .map(segment_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|row| Ok((segment_from_row(row)?, row.try_get("remote_service")?)))
+            .collect::<Result<Vec<_>, QueryError>>()?;
         let count = segments.len();
         let mut pairs = futures::stream::iter(segments)
-            .map(|at| async move { read_pair(stores, &at).await })
+            .map(|(at, remote_service)| async move { read_pair(stores, &at, remote_service).await })
             .buffered(READ_AHEAD);
         while let Some(pair) = pairs.try_next().await? {
             let mut line = match format {

@@ -18,17 +18,18 @@ use crate::storage::Stores;
 /// How far around the UUIDv7's millisecond the index row's `time` is looked for first.
 const ID_TIME_SLACK: Duration = Duration::from_secs(60);
 
-/// Finds where the pair `id` is stored.
-pub async fn locate(stores: &Stores, id: &str) -> Result<SegmentRef, QueryError> {
+/// Finds where the pair `id` is stored, and the `remote_service` ingest computed for it.
+pub async fn locate(stores: &Stores, id: &str) -> Result<(SegmentRef, String), QueryError> {
     let uuid = Uuid::parse_str(id.trim())
         .map_err(|e| QueryError::BadRequest(format!("id {id:?} is not a UUID ({e})")))?;
     let client = stores.db.get().await?;
-    let read = |row: &tokio_postgres::Row| -> Result<SegmentRef, QueryError> {
-        Ok(SegmentRef {
+    let read = |row: &tokio_postgres::Row| -> Result<(SegmentRef, String), QueryError> {
+        let at = SegmentRef {
             key: row.try_get(0)?,
             offset: row.try_get::<_, i64>(1)?.max(0) as u64,
             length: row.try_get::<_, i32>(2)?.max(0) as u32,
-        })
+        };
+        Ok((at, row.try_get(3)?))
     };
     // A UUIDv7 carries its millisecond: look there first so only one chunk is searched.
     if let Some(ts) = uuid.get_timestamp() {
@@ -40,7 +41,7 @@ pub async fn locate(stores: &Stores, id: &str) -> Result<SegmentRef, QueryError>
         );
         let statement = client
             .prepare_cached(
-                "SELECT segment_key, segment_offset, segment_length FROM rr_pairs \
+                "SELECT segment_key, segment_offset, segment_length, remote_service FROM rr_pairs \
                  WHERE id = $1 AND time >= $2 AND time <= $3 LIMIT 1",
             )
             .await?;
@@ -51,7 +52,8 @@ pub async fn locate(stores: &Stores, id: &str) -> Result<SegmentRef, QueryError>
     // Ids not made from the pair's start time: the `id` index alone.
     let statement = client
         .prepare_cached(
-            "SELECT segment_key, segment_offset, segment_length FROM rr_pairs WHERE id = $1 LIMIT 1",
+            "SELECT segment_key, segment_offset, segment_length, remote_service FROM rr_pairs \
+             WHERE id = $1 LIMIT 1",
         )
         .await?;
     match client.query_opt(&statement, &[&uuid]).await? {
@@ -60,13 +62,24 @@ pub async fn locate(stores: &Stores, id: &str) -> Result<SegmentRef, QueryError>
     }
 }
 
-/// Reads the full pair at `at`.
-pub async fn read_pair(stores: &Stores, at: &SegmentRef) -> Result<Pair, QueryError> {
-    stores
+/// Reads the full pair at `at`, with the `remote_service` of its index row: the agent
+/// rarely knows the peer, ingest computes it (`ingest::peers`) after the payload was packed.
+pub async fn read_pair(
+    stores: &Stores,
+    at: &SegmentRef,
+    remote_service: String,
+) -> Result<Pair, QueryError> {
+    let mut pair = stores
         .payloads
         .read_pair(&at.key, at.offset, at.length)
         .await
-        .map_err(|e| QueryError::Payload(format!("{} at {}+{}: {e}", at.key, at.offset, at.length)))
+        .map_err(|e| {
+            QueryError::Payload(format!("{} at {}+{}: {e}", at.key, at.offset, at.length))
+        })?;
+    if !remote_service.is_empty() {
+        pair.remote_service = remote_service;
+    }
+    Ok(pair)
 }
 
 /// Answers `GetPair`.
@@ -75,8 +88,8 @@ pub async fn get_pair(
     schemas: &Schemas,
     request: &GetPairRequest,
 ) -> Result<GetPairResponse, QueryError> {
-    let at = locate(stores, &request.id).await?;
-    let pair = read_pair(stores, &at).await?;
+    let (at, remote_service) = locate(stores, &request.id).await?;
+    let pair = read_pair(stores, &at, remote_service).await?;
     if !request.decode {
         return Ok(GetPairResponse {
             pair: Some(pair),
