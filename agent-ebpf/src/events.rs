@@ -48,19 +48,6 @@ fn wakeup_flag(size: usize) -> u64 {
     }
 }
 
-/// [`wakeup_flag`] for a record of `size` bytes already reserved (and so already
-/// counted in the unread bytes).
-#[inline(always)]
-fn wakeup_flag_reserved(size: usize) -> u64 {
-    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
-    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if unread >= threshold && unread.saturating_sub(size as u64) < threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
-}
-
 /// The one ordered channel to user space; user space sets its size at load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
@@ -150,61 +137,6 @@ fn capture_cap_per_call() -> u64 {
     if cap > max { max } else { cap }
 }
 
-/// A data record of a fixed size reserved in the ring, for payloads up to `N` bytes.
-#[repr(C)]
-struct SmallDataEvent<const N: usize> {
-    header: EventHeader,
-    data: [u8; N],
-}
-
-/// Payload size classes of [`SmallDataEvent`]: most socket calls of request/response
-/// traffic move less than 2 KiB.
-const SMALL_PAYLOAD: usize = 512;
-const MEDIUM_PAYLOAD: usize = 2048;
-
-/// Sends `want` (at most `N`) bytes of a contiguous buffer as one record reserved in
-/// the ring at its class size and filled in place: the payload is read from user memory
-/// straight into the ring, where the scratch path copies it twice (user memory to
-/// scratch, scratch to ring). The bytes after `captured_len` are left as they were.
-#[inline(always)]
-fn send_small<const N: usize>(
-    sk: u64,
-    fd: u32,
-    flags: u32,
-    total: u64,
-    src: u64,
-    want: u64,
-    state: &mut SockState,
-) {
-    let Some(mut entry) = EVENTS.reserve::<SmallDataEvent<N>>(0) else {
-        // The sequence number is still used up, so user space sees the loss.
-        state.next_seq += 1;
-        count_drop(drop_reason::RING_FULL);
-        return;
-    };
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(
-        &mut event.header,
-        tapwire_agent_common::kind::DATA,
-        flags,
-        sk,
-        fd,
-        state,
-    );
-    event.header.total_len = total;
-    let mut len = if want < N as u64 { want as usize } else { N };
-    if !copy_user(event.data.as_mut_ptr(), src, len) {
-        count_drop(drop_reason::COPY_FAILED);
-        len = 0;
-    } else if (len as u64) < total {
-        count_drop(drop_reason::TRUNCATED);
-    }
-    event.header.captured_len = len as u32;
-    entry.submit(wakeup_flag_reserved(
-        core::mem::size_of::<SmallDataEvent<N>>(),
-    ));
-}
-
 /// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
 /// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
 #[inline(always)]
@@ -214,14 +146,6 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut S
     } else {
         capture_cap_per_call()
     };
-    if want <= SMALL_PAYLOAD as u64 {
-        send_small::<SMALL_PAYLOAD>(sk, fd, flags, total, src, want, state);
-        return;
-    }
-    if want <= MEDIUM_PAYLOAD as u64 {
-        send_small::<MEDIUM_PAYLOAD>(sk, fd, flags, total, src, want, state);
-        return;
-    }
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(event) = SCRATCH.get_ptr_mut(cpu) else {
         return;
