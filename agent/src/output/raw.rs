@@ -9,7 +9,6 @@
 
 use std::{collections::HashMap, io::Write};
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use tapwire_protocols::{Chunk, Direction, Role};
 
 use super::{ChunkMeta, SinkError, StreamSink};
@@ -160,12 +159,7 @@ impl<W: Write + Send> StreamSink for RawJsonSink<W> {
         json_bool(out, chunk.events_lost);
         out.extend_from_slice(b",\"data\":\"");
         // The base64 alphabet needs no JSON escaping: encode straight into the line.
-        let start = out.len();
-        out.resize(start + chunk.data.len().div_ceil(3) * 4, 0);
-        let written = STANDARD
-            .encode_slice(chunk.data, &mut out[start..])
-            .map_err(|e| SinkError::Other(e.to_string()))?;
-        out.truncate(start + written);
+        super::base64::encode_into(chunk.data, out);
         out.extend_from_slice(b"\"}\n");
         if self.buf.len() >= BATCH_BYTES {
             self.out.write_all(&self.buf)?;
@@ -192,6 +186,8 @@ impl<W: Write + Send> StreamSink for RawJsonSink<W> {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
 
     use super::*;
 
