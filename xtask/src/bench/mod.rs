@@ -65,24 +65,51 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut results = serde_json::Map::new();
+    let dir = tools::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    // Earlier results of the benchmarks not run now are kept: `bench query` today and
+    // `bench capture` yesterday make one file, each entry stamped with when it was measured.
+    let mut results = match fs::read(dir.join("results.json")) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        },
+        Err(_) => serde_json::Map::new(),
+    };
+    let mut failed = Vec::new();
     for bench in BENCHES
         .iter()
         .filter(|b| args.names.is_empty() || args.names.iter().any(|n| n == b.name))
     {
         step(format!("bench {}", bench.name));
-        results.insert(bench.name.to_string(), (bench.run)()?);
+        let mut figures = match (bench.run)() {
+            Ok(figures) => figures,
+            // One failing benchmark does not lose the others' figures.
+            Err(e) => {
+                eprintln!("bench {} failed: {e:#}", bench.name);
+                failed.push(bench.name);
+                serde_json::json!({ "error": format!("{e:#}") })
+            }
+        };
+        if let serde_json::Value::Object(map) = &mut figures {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            map.insert("measured_at_unix".into(), now.into());
+        }
+        results.insert(bench.name.to_string(), figures);
+        // Written after every benchmark, so a long run interrupted late keeps what it has.
+        let all = serde_json::Value::Object(results.clone());
+        fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(&all)?,
+        )?;
+        fs::write(dir.join("summary.md"), summary(&all))?;
     }
-    let dir = tools::workspace_root().join("target/bench");
-    fs::create_dir_all(&dir)?;
-    let results = serde_json::Value::Object(results);
-    fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    fs::write(dir.join("summary.md"), summary(&results))?;
-    println!("{}", summary(&results));
+    println!("{}", summary(&serde_json::Value::Object(results.clone())));
     println!("results: {}", dir.join("results.json").display());
+    anyhow::ensure!(failed.is_empty(), "benchmark(s) failed: {failed:?}");
     Ok(())
 }
 
@@ -90,12 +117,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Value> {
     let out =
         process::output(command("cargo").args(["bench", "-q", "-p", package, "--bench", bench]))?;
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| anyhow::anyhow!("bench {bench} printed no JSON result"))?;
-    Ok(serde_json::from_str(line)?)
+    last_json_line(&out, bench)
 }
 
 /// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench.rs).
