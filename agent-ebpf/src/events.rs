@@ -31,17 +31,19 @@ static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 256 * 1024;
 
-/// Submit flags for a record of `size` bytes: a wakeup only for the record that makes
-/// the unread bytes cross `WAKEUP_BYTES`. A wakeup is an irq_work (a self-IPI: an exit
-/// to the hypervisor in a VM) plus waking the reader; forcing one for every record
-/// while the backlog stays above the threshold (until the reader has drained it) made
-/// most records pay that price at saturation. A crossing missed by two CPUs racing is
-/// caught by the reader's timer.
+/// Submit flags for a record of `size` bytes: a wakeup only for a record that makes
+/// the unread bytes cross a multiple of `WAKEUP_BYTES`. A wakeup is an irq_work (a
+/// self-IPI: an exit to the hypervisor in a VM) plus waking the reader; forcing one
+/// for every record while the backlog stays above the threshold (until the reader has
+/// drained it) made most records pay that price at saturation. Waking again at each
+/// further multiple keeps a crossing missed by two CPUs racing (or a reader that is
+/// falling behind) from waiting for the reader's timer while the ring fills.
 #[inline(always)]
 fn wakeup_flag(size: usize) -> u64 {
     let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
+    let threshold = if threshold == 0 { 1 } else { threshold };
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if unread < threshold && unread + size as u64 >= threshold {
+    if unread / threshold != (unread + size as u64) / threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
