@@ -2,7 +2,6 @@
 //! connection, in order, to one [`StreamSink`]: the raw JSON printer, the pair parser
 //! (`--output jsonl`) or the collector exporter all plug in here.
 
-mod base64;
 pub mod pairs;
 pub mod raw;
 

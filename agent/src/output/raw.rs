@@ -173,8 +173,9 @@ impl<W: Write + Send> StreamSink for RawJsonSink<W> {
         out.extend_from_slice(b",\"events_lost\":");
         json_bool(out, chunk.events_lost);
         out.extend_from_slice(b",\"data\":\"");
-        // The base64 alphabet needs no JSON escaping: encode straight into the line.
-        super::base64::encode_into(chunk.data, out);
+        // The base64 alphabet needs no JSON escaping: encode straight into the line (SIMD:
+        // at saturation the scalar encoder was the largest item of the agent's CPU).
+        base64_simd::STANDARD.encode_append(chunk.data, out);
         out.extend_from_slice(b"\"}\n");
         if self.buf.len() >= BATCH_BYTES {
             self.out.write_all(&self.buf)?;
