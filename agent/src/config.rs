@@ -57,12 +57,8 @@ pub struct AgentArgs {
     /// iovec calls); longer transfers report their true length.
     #[arg(long, default_value_t = 32768)]
     pub capture_bytes: u32,
-    /// Ring buffer size in MiB (a power of two). Small enough by default that the
-    /// records are still in cache when the agent reads them (wrk -> nginx at
-    /// saturation, alternating runs: 4 MiB gave 4-5% more throughput than 16 and half
-    /// the p99 latency, 0 lost events; 1 MiB lost events). Raise it for bursts of large
-    /// payloads.
-    #[arg(long, default_value_t = 4)]
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 16)]
     pub ring_mib: u32,
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9464).
     #[arg(long, env = "TAPWIRE_METRICS_ADDR")]
