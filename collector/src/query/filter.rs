@@ -1,5 +1,5 @@
 //! Turns a `Filter` of the query API into a checked time range and a parameterized SQL
-//! `WHERE` clause over `rr_pairs` (or `rr_rollup_1m`, for the fields it keeps).
+//! `WHERE` clause over `rr_pairs` (or a rollup table, for the fields the rollups keep).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -201,17 +201,8 @@ pub fn pairs_where(filter: &Filter, range: &TimeRange) -> Result<SqlWhere, Query
     let mut w = SqlWhere::default();
     w.push("time >= {}", range.start);
     w.push("time < {}", range.end);
-    push_text_eq(&mut w, "node", &filter.node);
-    push_text_eq(&mut w, "namespace", &filter.namespace);
-    push_text_eq(&mut w, "service", &filter.service);
+    push_rollup_dimensions(&mut w, filter)?;
     push_text_eq(&mut w, "pod", &filter.pod);
-    push_text_eq(&mut w, "protocol", &filter.protocol);
-    push_text_eq(&mut w, "method", &filter.method);
-    push_text_eq(&mut w, "endpoint", &filter.endpoint);
-    push_text_eq(&mut w, "remote_service", &filter.remote_service);
-    if let Some(inbound) = direction(filter)? {
-        w.push("is_inbound = {}", inbound);
-    }
     if !filter.path_prefix.is_empty() {
         w.push("starts_with(path, {})", filter.path_prefix.clone());
     }
@@ -241,13 +232,30 @@ pub fn pairs_where(filter: &Filter, range: &TimeRange) -> Result<SqlWhere, Query
     Ok(w)
 }
 
+/// The conditions on the dimensions `rr_pairs` and the rollups share, with the same columns
+/// in both: one list, so the raw and rollup parts of an answer always filter alike.
+fn push_rollup_dimensions(w: &mut SqlWhere, filter: &Filter) -> Result<(), QueryError> {
+    push_text_eq(w, "node", &filter.node);
+    push_text_eq(w, "namespace", &filter.namespace);
+    push_text_eq(w, "service", &filter.service);
+    push_text_eq(w, "protocol", &filter.protocol);
+    push_text_eq(w, "method", &filter.method);
+    push_text_eq(w, "endpoint", &filter.endpoint);
+    push_text_eq(w, "remote_service", &filter.remote_service);
+    if let Some(inbound) = direction(filter)? {
+        w.push("is_inbound = {}", inbound);
+    }
+    Ok(())
+}
+
 fn push_text_eq(w: &mut SqlWhere, column: &str, value: &str) {
     if !value.is_empty() {
         w.push(&format!("{column} = {{}}"), value.to_owned());
     }
 }
 
-/// True when `rr_rollup_1m` keeps every dimension the filter uses.
+/// True when the rollups (`rr_rollup_1m`, `rr_rollup_1h`) keep every dimension the filter
+/// uses.
 pub fn rollup_can_answer(filter: &Filter) -> bool {
     filter.pod.is_empty()
         && filter.path_prefix.is_empty()
@@ -259,23 +267,14 @@ pub fn rollup_can_answer(filter: &Filter) -> bool {
         && filter.pid == 0
 }
 
-/// The conditions of `filter` over `rr_rollup_1m` for whole minutes `[start, end)`.
+/// The conditions of `filter` over a rollup table for whole buckets `[start, end)`.
 /// Only valid when [`rollup_can_answer`] holds.
 pub fn rollup_where(filter: &Filter, range: &TimeRange) -> Result<SqlWhere, QueryError> {
     validate(filter)?;
     let mut w = SqlWhere::default();
     w.push("bucket >= {}", range.start);
     w.push("bucket < {}", range.end);
-    push_text_eq(&mut w, "node", &filter.node);
-    push_text_eq(&mut w, "namespace", &filter.namespace);
-    push_text_eq(&mut w, "service", &filter.service);
-    push_text_eq(&mut w, "protocol", &filter.protocol);
-    push_text_eq(&mut w, "method", &filter.method);
-    push_text_eq(&mut w, "endpoint", &filter.endpoint);
-    push_text_eq(&mut w, "remote_service", &filter.remote_service);
-    if let Some(inbound) = direction(filter)? {
-        w.push("is_inbound = {}", inbound);
-    }
+    push_rollup_dimensions(&mut w, filter)?;
     if filter.status_class != 0 {
         w.push("status_class = {}", filter.status_class as i16);
     }
