@@ -3,56 +3,27 @@
 //! can prove them in bounds) and drop counters.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_ANY,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_ns,
         generated::{bpf_get_smp_processor_id, bpf_probe_read_user},
     },
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray},
 };
 use tapwire_agent_common::{
     DataEvent, EVENT_HEADER_BYTES, EventHeader, MAX_CAPTURE_BYTES, MAX_IOV_SEGMENTS,
     MAX_IOV_SEGMENTS_MULTI_RECORD, MAX_RECORDS_PER_CALL, SockTuple, drop_reason,
 };
 
-use crate::{filters::ports_allowed, kernel_structs::read_tuple};
+use crate::{filters::ports_allowed, kernel_structs::read_tuple, ring::CpuRing};
 
 /// Payload bytes copied per syscall (user space sets it; clamped to
 /// `MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES`). Beyond `MAX_CAPTURE_BYTES` a contiguous
 /// buffer is sent as several records; iovec calls stop at `MAX_CAPTURE_BYTES`.
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = MAX_CAPTURE_BYTES as u32;
-
-/// Unread ring bytes at which the reader is woken. Below it records are submitted
-/// without a wakeup and user space drains on its own short timer: one wakeup per batch
-/// instead of one per event is most of the difference at high event rates.
-#[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 256 * 1024;
-
-/// Submit flags for a record of `size` bytes: a wakeup only for a record that makes
-/// the unread bytes cross a multiple of `WAKEUP_BYTES`. A wakeup is an irq_work (a
-/// self-IPI: an exit to the hypervisor in a VM) plus waking the reader; forcing one
-/// for every record while the backlog stays above the threshold (until the reader has
-/// drained it) made most records pay that price at saturation. Waking again at each
-/// further multiple keeps a crossing missed by two CPUs racing (or a reader that is
-/// falling behind) from waiting for the reader's timer while the ring fills.
-#[inline(always)]
-fn wakeup_flag(size: usize) -> u64 {
-    let threshold = unsafe { core::ptr::read_volatile(&raw const WAKEUP_BYTES) };
-    let threshold = if threshold == 0 { 1 } else { threshold };
-    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if unread / threshold != (unread + size as u64) / threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
-}
-
-/// The one ordered channel to user space; user space sets its size at load.
-#[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Where a data event is assembled (too large for the 512-byte BPF stack), one slot per
 /// CPU. A plain array indexed by CPU because per-CPU map values are limited to 32 KiB;
@@ -191,8 +162,8 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut S
                 EVENT_HEADER_BYTES + len,
             )
         };
-        if EVENTS.output(record, wakeup_flag(record.len())).is_err() {
-            count_drop(drop_reason::RING_FULL);
+        if let Some(ring) = CpuRing::current() {
+            ring.output(record);
         }
         if last {
             break;
@@ -251,11 +222,11 @@ fn copy_tuple(dst: &mut SockTuple, src: &SockTuple) {
 /// Sends a header-only event (open, close, exec, exit).
 #[inline(always)]
 pub fn send_header(header: &EventHeader) {
-    if EVENTS
-        .output(header, wakeup_flag(EVENT_HEADER_BYTES))
-        .is_err()
-    {
-        count_drop(drop_reason::RING_FULL);
+    let record = unsafe {
+        core::slice::from_raw_parts(header as *const EventHeader as *const u8, EVENT_HEADER_BYTES)
+    };
+    if let Some(ring) = CpuRing::current() {
+        ring.output(record);
     }
 }
 
@@ -376,8 +347,8 @@ pub fn send_data(
     let size = EVENT_HEADER_BYTES + copied;
     let record =
         unsafe { core::slice::from_raw_parts(event as *const DataEvent as *const u8, size) };
-    if EVENTS.output(record, wakeup_flag(size)).is_err() {
-        count_drop(drop_reason::RING_FULL);
+    if let Some(ring) = CpuRing::current() {
+        ring.output(record);
     }
 }
 

@@ -1,14 +1,16 @@
 //! tapwire's kernel programs.
 //!
-//! Syscall tracepoints remember each socket call at entry (fd, buffer) and report the
-//! bytes really moved at exit; OpenSSL uprobes report plaintext and mark the socket so
-//! its ciphertext is suppressed; sched tracepoints tell user space about exec and exit.
+//! Syscall tracepoints report each socket call at its exit (arguments from the saved
+//! registers), with the bytes really moved; OpenSSL uprobes report plaintext and mark the
+//! socket so its ciphertext is suppressed; sched tracepoints tell user space about exec
+//! and exit. Every record goes to the ring of the CPU it was produced on (`ring`).
 #![no_std]
 #![no_main]
 
 mod events;
 mod filters;
 mod kernel_structs;
+mod ring;
 mod syscalls;
 mod tls;
 

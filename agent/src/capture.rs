@@ -1,11 +1,11 @@
 //! The agent's run loop: start-up (host setup, offsets, load, attach plan, TLS
-//! discovery), then the ring buffer read through `AsyncFd`, a 1 s tick, and a clean
-//! shutdown on SIGINT/SIGTERM that drains the ring and flushes the sink.
+//! discovery), then the event rings read through one `AsyncFd`, a 1 s tick, and a clean
+//! shutdown on SIGINT/SIGTERM that drains the rings and flushes the sink.
 
 use std::sync::{Arc, atomic::Ordering, mpsc::sync_channel};
 
 use anyhow::{Context as _, bail};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -20,6 +20,7 @@ use crate::{
         btf::KernelBtf,
         loader::{CaptureFilters, LoadOptions, load_and_attach},
         offsets::{VMLINUX_BTF, resolve_kernel_offsets},
+        rings::{EventRings, RingPlan},
         tls_libraries::{TlsLibraryWatcher, TlsStats},
     },
     host_setup::{ensure_kernel_filesystems, raise_memlock_limit},
@@ -28,7 +29,7 @@ use crate::{
     pipeline::CapturePipeline,
 };
 
-/// How often the ring buffer is drained without a kernel wakeup.
+/// How often the rings are drained without a kernel wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Printed on stderr once capture runs (tests and scripts wait for it).
@@ -51,11 +52,12 @@ pub async fn run(
     let ring_bytes = args
         .ring_mib
         .checked_mul(1024 * 1024)
-        .filter(|b| b.is_power_of_two())
-        .context("--ring-mib must be a power of two below 4096")?;
+        .filter(|b| *b > 0)
+        .context("--ring-mib must be between 1 and 4095")?;
+    let rings = RingPlan::new(args.ring_layout, ring_bytes)?;
     let options = LoadOptions {
         capture_bytes: args.capture_bytes,
-        ring_bytes,
+        rings,
         filters: CaptureFilters {
             include_pids: args.include_pids.clone(),
             exclude_pids: args.exclude_pids.clone(),
@@ -98,11 +100,17 @@ pub async fn run(
     );
     let execs = (!args.no_tls).then_some(exec_tx);
     let mut pipeline = CapturePipeline::new(table, sink, metrics.clone(), execs);
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is
+    info!(
+        rings = loaded.rings.len(),
+        ring_bytes = loaded.rings.ring_bytes(),
+        layout = ?args.ring_layout,
+        "event rings"
+    );
+    // SAFETY: EventRings owns its epoll fd and keeps it open, unchanged, until it is
     // dropped together with the AsyncFd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(loaded.events, Interest::READABLE) }
+    let mut rings = unsafe { AsyncFd::register_with_interest(loaded.rings, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
-        .context("registering the ring buffer with tokio")?;
+        .context("registering the event rings with tokio")?;
     let drops = loaded.drops;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -116,14 +124,16 @@ pub async fn run(
     info!("capture running");
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut pipeline)?;
+            guard = rings.readable_mut() => {
+                let mut guard = guard.context("waiting on the event rings")?;
+                // Cleared before draining: a wakeup for records submitted while we
+                // drain then makes the rings ready again instead of being lost.
                 guard.clear_ready();
+                drain(guard.get_inner_mut(), &mut pipeline)?;
                 pipeline.flush()?;
             }
             _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut pipeline)?;
+                drain(rings.get_mut(), &mut pipeline)?;
                 pipeline.flush()?;
             }
             _ = tick.tick() => {
@@ -136,8 +146,8 @@ pub async fn run(
             _ = sigterm.recv() => break,
         }
     }
-    info!("stopping: draining the ring buffer");
-    drain(ring.get_mut(), &mut pipeline)?;
+    info!("stopping: draining the event rings");
+    drain(rings.get_mut(), &mut pipeline)?;
     pipeline.shutdown()?;
     metrics.observe_kernel_drops(&read_drops(&drops));
     let dropped = read_drops(&drops);
@@ -153,10 +163,15 @@ pub async fn run(
     Ok(())
 }
 
-fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut CapturePipeline) -> anyhow::Result<()> {
-    while let Some(item) = ring.next() {
-        pipeline.handle_record(&item)?;
+/// One round: every ring drained, then the records held for reordering that no longer
+/// have to wait are handed on.
+fn drain(rings: &mut EventRings, pipeline: &mut CapturePipeline) -> anyhow::Result<()> {
+    for ring in rings.rings_mut() {
+        while let Some(item) = ring.next() {
+            pipeline.handle_record(&item)?;
+        }
     }
+    pipeline.end_round()?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-use crate::export::ExportArgs;
+use crate::{ebpf::rings::RingLayout, export::ExportArgs};
 
 /// What the agent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,9 +57,14 @@ pub struct AgentArgs {
     /// iovec calls); longer transfers report their true length.
     #[arg(long, default_value_t = 32768)]
     pub capture_bytes: u32,
-    /// Ring buffer size in MiB (a power of two).
+    /// Memory of the event rings in MiB, split equally over them (each ring a power of
+    /// two, at least 1 MiB).
     #[arg(long, default_value_t = 16)]
     pub ring_mib: u32,
+    /// `per-cpu`: a ring per CPU, so CPUs never contend for one (user space restores
+    /// each connection's order); `shared`: one ring for all CPUs.
+    #[arg(long, value_enum, default_value_t = RingLayout::PerCpu)]
+    pub ring_layout: RingLayout,
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9464).
     #[arg(long, env = "TAPWIRE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,

@@ -31,6 +31,13 @@ pub struct AgentMetrics {
     pub kernel_drops: Family<Labels, Counter>,
     /// Kernel events lost (per-connection sequence gaps).
     pub events_lost: Counter,
+    /// Records read ahead of an earlier record of their connection (in another ring) and
+    /// held until it arrived.
+    pub events_reordered: Counter,
+    /// Held records handed on early because the reorder buffer was full.
+    pub events_reorder_forced: Counter,
+    /// Bytes of records held for reordering now.
+    pub reorder_held_bytes: Gauge,
     /// Records user space could not decode.
     pub decode_errors: Counter,
     /// Connections currently tracked.
@@ -69,6 +76,9 @@ impl AgentMetrics {
             bytes_uncaptured: Counter::default(),
             kernel_drops: Family::default(),
             events_lost: Counter::default(),
+            events_reordered: Counter::default(),
+            events_reorder_forced: Counter::default(),
+            reorder_held_bytes: Gauge::default(),
             decode_errors: Counter::default(),
             connections: Gauge::default(),
             connections_opened: Counter::default(),
@@ -101,6 +111,21 @@ impl AgentMetrics {
             "events_lost",
             "Kernel events lost (sequence gaps)",
             m.events_lost.clone(),
+        );
+        registry.register(
+            "events_reordered",
+            "Records held until an earlier record of their connection, read from another ring, arrived",
+            m.events_reordered.clone(),
+        );
+        registry.register(
+            "events_reorder_forced",
+            "Held records handed on early because the reorder buffer was full",
+            m.events_reorder_forced.clone(),
+        );
+        registry.register(
+            "reorder_held_bytes",
+            "Bytes of records held for reordering",
+            m.reorder_held_bytes.clone(),
         );
         registry.register(
             "decode_errors",

@@ -1,6 +1,8 @@
 //! The synchronous heart of the agent: kernel records in, per-connection chunks out.
-//! Decodes each record, keeps the connection table, tracks sequence numbers and hands
-//! ordered chunks to the [`StreamSink`]. The async reader (`capture`) only feeds it.
+//! Decodes each record, puts each connection's records back in order (they come from
+//! one ring per CPU), keeps the connection table, tracks sequence numbers and hands
+//! ordered chunks to the [`StreamSink`]. The async reader (`capture`) only feeds it,
+//! calling [`CapturePipeline::end_round`] each time it has drained every ring.
 
 use std::sync::{Arc, mpsc::SyncSender};
 
@@ -13,6 +15,7 @@ use crate::{
     events::{
         clock::BootClock,
         decode::{KernelEvent, comm, decode, is_egress},
+        reorder::ReorderBuffer,
     },
     metrics::AgentMetrics,
     output::{ChunkMeta, SinkError, StreamSink},
@@ -55,6 +58,7 @@ impl EventCounters {
 pub struct CapturePipeline {
     counters: EventCounters,
     table: ConnectionTable,
+    reorder: ReorderBuffer,
     sink: Box<dyn StreamSink>,
     clock: BootClock,
     metrics: Arc<AgentMetrics>,
@@ -74,6 +78,7 @@ impl CapturePipeline {
         Self {
             counters: EventCounters::new(&metrics),
             table,
+            reorder: ReorderBuffer::new(),
             sink,
             clock: BootClock::measure(),
             metrics,
@@ -81,7 +86,8 @@ impl CapturePipeline {
         }
     }
 
-    /// Handles one ring buffer record.
+    /// Handles one ring buffer record: now, or, when an earlier record of its connection
+    /// has not been read yet, once that one has been.
     pub fn handle_record(&mut self, record: &[u8]) -> Result<(), SinkError> {
         let event = match decode(record) {
             Ok(event) => event,
@@ -91,6 +97,86 @@ impl CapturePipeline {
                 return Ok(());
             }
         };
+        match event.sequence() {
+            Some((sock, seq)) => {
+                if seq > self.table.next_seq(sock) {
+                    self.hold(sock, seq, record, &event);
+                    return Ok(());
+                }
+                self.process(event)?;
+                if self.reorder.holds(sock) {
+                    self.release_next(sock)?;
+                }
+                Ok(())
+            }
+            None => {
+                if let KernelEvent::Exit { pid } = event {
+                    // The process's last records may still be unread in another ring.
+                    self.reorder.hold_exit(pid, BootClock::now_monotonic_ns());
+                    self.set_held_gauge();
+                    return Ok(());
+                }
+                self.process(event)
+            }
+        }
+    }
+
+    fn hold(&mut self, sock: u64, seq: u64, record: &[u8], event: &KernelEvent<'_>) {
+        let produced_ns = match event {
+            KernelEvent::Data { header, .. }
+            | KernelEvent::Open(header)
+            | KernelEvent::Close(header) => header.time_ns,
+            _ => BootClock::now_monotonic_ns(),
+        };
+        self.reorder.hold(sock, seq, record, produced_ns);
+        self.metrics.events_reordered.inc();
+        self.set_held_gauge();
+    }
+
+    /// Hands on the held records of `sock` whose turn has come.
+    fn release_next(&mut self, sock: u64) -> Result<(), SinkError> {
+        while let Some(held) = self.reorder.take_next(sock, self.table.next_seq(sock)) {
+            if let Ok(event) = decode(&held.bytes) {
+                self.process(event)?;
+            }
+        }
+        self.set_held_gauge();
+        Ok(())
+    }
+
+    /// Every ring has been drained once more: records held long enough are handed on
+    /// (their missing predecessors count as lost), and held exits are handled.
+    pub fn end_round(&mut self) -> Result<(), SinkError> {
+        let released = self.reorder.end_round(BootClock::now_monotonic_ns());
+        self.hand_on(released)
+    }
+
+    fn hand_on(&mut self, released: crate::events::reorder::Released) -> Result<(), SinkError> {
+        if released.records.is_empty() && released.exits.is_empty() {
+            return Ok(());
+        }
+        for held in released.records {
+            if let Ok(event) = decode(&held.bytes) {
+                self.process(event)?;
+            }
+        }
+        for pid in released.exits {
+            self.process(KernelEvent::Exit { pid })?;
+        }
+        self.metrics
+            .events_reorder_forced
+            .inc_by(std::mem::take(&mut self.reorder.forced_total));
+        self.set_held_gauge();
+        Ok(())
+    }
+
+    fn set_held_gauge(&self) {
+        self.metrics
+            .reorder_held_bytes
+            .set(self.reorder.held_bytes() as i64);
+    }
+
+    fn process(&mut self, event: KernelEvent<'_>) -> Result<(), SinkError> {
         match event {
             KernelEvent::Data { header, payload } => {
                 self.counters.data.inc();
@@ -185,8 +271,10 @@ impl CapturePipeline {
         self.sink.flush()
     }
 
-    /// Ends every connection and flushes (agent shutdown).
+    /// Hands on everything held, ends every connection and flushes (agent shutdown).
     pub fn shutdown(&mut self) -> Result<(), SinkError> {
+        let held = self.reorder.drain();
+        self.hand_on(held)?;
         let now = BootClock::now_unix_ns();
         for conn in self.table.drain() {
             self.end(conn, now)?;
@@ -194,3 +282,7 @@ impl CapturePipeline {
         self.sink.flush()
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

@@ -160,6 +160,16 @@ impl ConnectionTable {
         self.by_sock.remove(&oldest)
     }
 
+    /// The sequence number the next event of `sock_id` should carry: 0 for a socket not
+    /// tracked (every connection's first event is numbered 0).
+    #[inline]
+    pub fn next_seq(&self, sock_id: u64) -> u64 {
+        self.by_sock
+            .get(&sock_id)
+            .and_then(|c| c.streams.next_seq())
+            .unwrap_or(0)
+    }
+
     /// Removes a closed connection.
     pub fn close(&mut self, sock_id: u64) -> Option<Connection> {
         self.by_sock.remove(&sock_id)

@@ -3,14 +3,17 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{TracePoint, UProbe},
 };
 use tapwire_agent_common::{KernelOffsets, MAX_CAPTURE_BYTES, MAX_RECORDS_PER_CALL, filter};
 use thiserror::Error;
 use tracing::warn;
 
-use super::attach_plan::{AttachPlan, explain};
+use super::{
+    attach_plan::{AttachPlan, explain},
+    rings::{EventRings, RingPlan},
+};
 
 /// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static KERNEL_OBJECT: &[u8] =
@@ -72,8 +75,8 @@ impl CaptureFilters {
 pub struct LoadOptions {
     /// Payload bytes copied per syscall (clamped to 256 KiB; iovec calls to 32 KiB).
     pub capture_bytes: u32,
-    /// Ring buffer size in bytes (a power of two, multiple of the page size).
-    pub ring_bytes: u32,
+    /// The event rings: how many, of what size.
+    pub rings: RingPlan,
     /// In-kernel filters.
     pub filters: CaptureFilters,
 }
@@ -82,8 +85,8 @@ pub struct LoadOptions {
 pub struct LoadedCapture {
     /// Owns every program and link: dropping it detaches everything.
     pub ebpf: Ebpf,
-    /// The one event channel.
-    pub events: RingBuf<MapData>,
+    /// The event rings.
+    pub rings: EventRings,
     /// Per-CPU drop counters indexed by `drop_reason`.
     pub drops: PerCpuArray<MapData, u64>,
     /// What was attached.
@@ -142,8 +145,8 @@ pub fn load_and_attach(
         .capture_bytes
         .min((MAX_RECORDS_PER_CALL * MAX_CAPTURE_BYTES) as u32);
     let filter_flags = options.filters.flags();
-    // Wake the reader once an eighth of the ring is filled; it drains on a timer too.
-    let wakeup_bytes = u64::from(options.ring_bytes / 8);
+    // Wake the reader once an eighth of a ring is filled; it drains on a timer too.
+    let wakeup_bytes = u64::from(options.rings.ring_bytes / 8);
     let possible_cpus = aya::util::nr_cpus()
         .map_err(|(path, e)| LoadError::Load(format!("counting CPUs from {path}: {e}")))?
         .get();
@@ -153,11 +156,12 @@ pub fn load_and_attach(
         .override_global("CAPTURE_BYTES", &capture_bytes, true)
         .override_global("FILTER_FLAGS", &filter_flags, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-        .map_max_entries("EVENTS", options.ring_bytes)
+        .map_max_entries("RINGS", possible_cpus)
         .map_max_entries("SCRATCH", possible_cpus)
         .load(KERNEL_OBJECT)
         .map_err(|e| LoadError::Load(explain(&e)))?;
     fill_filters(&mut ebpf, &options.filters)?;
+    let rings = EventRings::create(&mut ebpf, &options.rings)?;
 
     let mut plan = AttachPlan::default();
     for (program, category, hooks) in TRACEPOINTS {
@@ -216,13 +220,6 @@ pub fn load_and_attach(
             }
         }
     }
-    let events = ebpf
-        .take_map("EVENTS")
-        .ok_or(LoadError::MissingMap("EVENTS"))?;
-    let events = RingBuf::try_from(events).map_err(|e| LoadError::Map {
-        name: "EVENTS",
-        reason: e.to_string(),
-    })?;
     let drops = ebpf
         .take_map("DROPS")
         .ok_or(LoadError::MissingMap("DROPS"))?;
@@ -232,7 +229,7 @@ pub fn load_and_attach(
     })?;
     Ok(LoadedCapture {
         ebpf,
-        events,
+        rings,
         drops,
         plan,
     })

@@ -31,6 +31,11 @@ impl BootClock {
         (ktime_ns as i128 + self.offset_ns).clamp(0, u64::MAX as i128) as u64
     }
 
+    /// The current monotonic time in nanoseconds, the clock of kernel timestamps.
+    pub fn now_monotonic_ns() -> u64 {
+        now_ns(libc::CLOCK_MONOTONIC).clamp(0, u64::MAX as i128) as u64
+    }
+
     /// The current unix time in nanoseconds.
     pub fn now_unix_ns() -> u64 {
         now_ns(libc::CLOCK_REALTIME).clamp(0, u64::MAX as i128) as u64

@@ -38,6 +38,18 @@ pub enum KernelEvent<'a> {
     Exit { pid: u32 },
 }
 
+impl KernelEvent<'_> {
+    /// The connection and sequence number of a connection event (data, open, close).
+    pub fn sequence(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Data { header, .. } | Self::Open(header) | Self::Close(header) => {
+                Some((header.sock_id, header.seq))
+            }
+            Self::Exec { .. } | Self::Exit { .. } => None,
+        }
+    }
+}
+
 /// Decodes one ring buffer record.
 pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
     if record.len() < EVENT_HEADER_BYTES {

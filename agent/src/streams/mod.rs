@@ -41,6 +41,11 @@ impl StreamTracker {
         missing
     }
 
+    /// The sequence number the next event should carry; `None` before the first.
+    pub fn next_seq(&self) -> Option<u64> {
+        self.next_seq
+    }
+
     /// The chunks for one data event: the captured bytes, then a gap marker carrying
     /// the bytes the kernel saw but did not copy (if any).
     pub fn chunks<'a>(
