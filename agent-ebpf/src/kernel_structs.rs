@@ -1,8 +1,14 @@
-//! Walks kernel structs with `bpf_probe_read_kernel` to learn whether an fd is a TCP
-//! socket and what its addresses are. Offsets come from user space (BTF) through the
-//! read-only `OFFSETS` global, so no CO-RE is needed.
+//! Walks kernel structs to learn whether an fd is a TCP socket and what its addresses
+//! are. Offsets come from user space (BTF) through the read-only `OFFSETS` global, so no
+//! CO-RE is needed.
+//!
+//! From the current task to the fd table the pointers have types the verifier knows
+//! (`bpf_get_current_task_btf` and the BTF of the members the offsets name), so those
+//! fields are plain loads; past the fd array (a `struct file **`, which the verifier
+//! treats as a number) every read is a `bpf_probe_read_kernel`, two fields at once where
+//! they sit close together.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf};
 use tapwire_agent_common::{KernelOffsets, SockTuple};
 
 /// Filled in by user space before load (read-only, so the verifier sees constants).
@@ -42,6 +48,34 @@ macro_rules! offset {
     };
 }
 
+/// A field through a pointer of known BTF type: one load instruction, which the kernel
+/// turns into 0 where the memory cannot be read. `offset` must be a constant to the
+/// verifier (a read-only global) naming a member of that type.
+#[inline(always)]
+fn load<T>(base: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile(base.add(offset as usize).cast::<T>()) }
+}
+
+/// Reads the fields at `a` (an `A`) and `b` (a `B`) of `base` with one kernel read when
+/// both fit in a 32-byte window, else with two.
+#[inline(always)]
+fn read_two<A: Copy, B: Copy>(base: u64, a: u32, b: u32) -> Option<(A, B)> {
+    const WINDOW: u32 = 32;
+    let start = if a < b { a } else { b };
+    let end_a = a + core::mem::size_of::<A>() as u32;
+    let end_b = b + core::mem::size_of::<B>() as u32;
+    let end = if end_a > end_b { end_a } else { end_b };
+    if end - start <= WINDOW {
+        let window: [u8; WINDOW as usize] = read_at(base, start)?;
+        let at = |offset: u32| (offset - start) as usize;
+        // SAFETY: both fields lie inside the window (checked above); unaligned reads.
+        let first = unsafe { core::ptr::read_unaligned(window.as_ptr().add(at(a)).cast::<A>()) };
+        let second = unsafe { core::ptr::read_unaligned(window.as_ptr().add(at(b)).cast::<B>()) };
+        return Some((first, second));
+    }
+    Some((read_at(base, a)?, read_at(base, b)?))
+}
+
 #[inline(always)]
 fn read_at<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
@@ -57,26 +91,32 @@ pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
     if offset!(valid) == 0 {
         return None;
     }
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read_at(task, offset!(task_files))?;
-    let fdt: u64 = read_at(files, offset!(files_fdt))?;
-    let max_fds: u32 = read_at(fdt, offset!(fdtable_max_fds))?;
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let files: *const u8 = load(task, offset!(task_files));
+    if files.is_null() {
+        return None;
+    }
+    let fdt: *const u8 = load(files, offset!(files_fdt));
+    if fdt.is_null() {
+        return None;
+    }
+    let max_fds: u32 = load(fdt, offset!(fdtable_max_fds));
     if fd >= max_fds {
         return None;
     }
-    let fd_array: u64 = read_at(fdt, offset!(fdtable_fd))?;
+    let fd_array: u64 = load(fdt, offset!(fdtable_fd));
     let file: u64 = read_at(fd_array, fd.wrapping_mul(8))?;
-    let inode: u64 = read_at(file, offset!(file_inode))?;
+    let (inode, socket): (u64, u64) =
+        read_two(file, offset!(file_inode), offset!(file_private_data))?;
     let mode: u16 = read_at(inode, offset!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let socket: u64 = read_at(file, offset!(file_private_data))?;
-    let sock_type: u16 = read_at(socket, offset!(socket_type))?;
+    let (sock_type, sk): (u16, u64) =
+        read_two(socket, offset!(socket_type), offset!(socket_sk))?;
     if sock_type != SOCK_STREAM {
         return None;
     }
-    let sk: u64 = read_at(socket, offset!(socket_sk))?;
     let family: u16 = read_at(sk, offset!(skc_family))?;
     if family != AF_INET && family != AF_INET6 {
         return None;

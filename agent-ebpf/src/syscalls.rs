@@ -54,33 +54,38 @@ const NR_SENDMSG: i32 = 46;
 const NR_RECVMSG: i32 = 47;
 const NR_ACCEPT4: i32 = 288;
 
-/// The argument registers of `struct pt_regs` (x86_64), from r10 at offset 56 to di at
-/// offset 112, read with one kernel read.
-#[repr(C)]
+/// The argument registers a socket call needs, from the task's `struct pt_regs`.
 #[derive(Clone, Copy, Default)]
 struct SyscallRegs {
     r10: u64,
-    r9: u64,
-    r8: u64,
-    ax: u64,
-    cx: u64,
     dx: u64,
     si: u64,
     di: u64,
 }
-const PT_REGS_R10: u64 = 56;
+
+// Offsets in x86_64 `struct pt_regs`.
+const PT_REGS_R10: usize = 56;
+const PT_REGS_DX: usize = 96;
+const PT_REGS_SI: usize = 104;
+const PT_REGS_DI: usize = 112;
 
 /// The task's saved user registers. At syscall exit they still hold the call's
 /// arguments (the kernel reads them from there and writes only the return value back),
-/// so no entry probe is needed to remember them.
+/// so no entry probe is needed to remember them. `bpf_task_pt_regs` returns a pointer
+/// the verifier knows the type of, so the fields are plain loads, not helper calls.
 #[inline(always)]
 fn syscall_regs() -> SyscallRegs {
-    unsafe {
+    let regs = unsafe {
         let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
-        let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as u64;
-        aya_ebpf::helpers::bpf_probe_read_kernel((regs + PT_REGS_R10) as *const SyscallRegs)
+        aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8
+    };
+    let load = |offset: usize| unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) };
+    SyscallRegs {
+        r10: load(PT_REGS_R10),
+        dx: load(PT_REGS_DX),
+        si: load(PT_REGS_SI),
+        di: load(PT_REGS_DI),
     }
-    .unwrap_or_default()
 }
 
 /// A socket call as reconstructed at its exit.
