@@ -22,6 +22,12 @@ fn minimal_capability_set_suffices_for_plain_and_tls_capture() {
         have("setpriv") && have("curl") && have("python3") && have("nginx"),
         "needs setpriv, curl, python3, nginx"
     );
+    // Without CAP_SYS_ADMIN the agent cannot mount tracefs itself; the DaemonSet gets
+    // the host's mount through a hostPath (docs/deployment.md), so do what the host
+    // would have done, as root, before dropping to the capability set.
+    if let Err(why) = support::ensure_tracefs() {
+        panic!("tracefs must be mounted for the capability test: {why}");
+    }
     let dir = TempDir::new("caps");
     std::fs::write(dir.path().join("c.txt"), b"caps only\n").unwrap();
     let plain_port = free_port();
