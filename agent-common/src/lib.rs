@@ -121,7 +121,10 @@ pub struct EventHeader {
     pub pid_tgid: u64,
     /// Cgroup (v2) id of the task.
     pub cgroup_id: u64,
-    /// Kernel address of the `struct sock`: identifies the connection while it lives.
+    /// Identifies the connection: set by the kernel programs when they first see it (at
+    /// connect/accept, or its first event) and unique per boot. Not the `struct sock`
+    /// address, which the kernel hands to the next socket as soon as this one is freed
+    /// (and which user space has no business seeing).
     pub sock_id: u64,
     /// Per-connection event sequence number (gaps mean lost events).
     pub seq: u64,

@@ -39,6 +39,10 @@ static SCRATCH: Array<DataEvent> = Array::with_max_entries(1, 0);
 pub struct SockState {
     /// Sequence number of the connection's next event; 0 means none was sent yet.
     pub next_seq: u64,
+    /// The connection's id in every event header (`sock_id`): unique per boot, so
+    /// user space never mistakes a new connection on a reused `struct sock` address for
+    /// the old one whose last events may still sit unread in another CPU's ring.
+    pub conn_id: u64,
     /// The addresses, read when the entry is created: a connected TCP socket's 4-tuple
     /// does not change, and a new connection on a reused `struct sock` starts with an
     /// open (connect/accept) that replaces the entry.
@@ -72,6 +76,7 @@ pub fn reset_sock_state(sk: u64) -> Option<&'static mut SockState> {
     let tuple = tuple_of(sk)?;
     let state = SockState {
         next_seq: 0,
+        conn_id: new_conn_id(),
         tuple,
         allowed: ports_allowed(&tuple) as u8,
         tls: 0,
@@ -79,6 +84,17 @@ pub fn reset_sock_state(sk: u64) -> Option<&'static mut SockState> {
     };
     SOCKS.insert(&sk, &state, BPF_ANY as u64).ok()?;
     SOCKS.get_ptr_mut(&sk).map(|state| unsafe { &mut *state })
+}
+
+/// A connection id no other connection of this boot has had: the monotonic clock in
+/// nanoseconds with the CPU in the low byte. One CPU cannot start two connections in
+/// the same nanosecond, and two CPUs differ in the low byte (machines with more than
+/// 256 CPUs would need the same nanosecond too).
+#[inline(always)]
+fn new_conn_id() -> u64 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    (now << 8) | (cpu & 0xff)
 }
 
 /// Per-CPU counters indexed by `drop_reason`.
@@ -113,7 +129,7 @@ fn capture_cap_per_call() -> u64 {
 /// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
 /// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
 #[inline(always)]
-fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState) {
+fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState) {
     let want = if total < capture_cap_per_call() {
         total
     } else {
@@ -141,7 +157,6 @@ fn send_buffer(sk: u64, fd: u32, flags: u32, total: u64, src: u64, state: &mut S
             &mut event.header,
             tapwire_agent_common::kind::DATA,
             flags,
-            sk,
             fd,
             state,
         );
@@ -178,7 +193,6 @@ pub fn fill_header(
     header: &mut EventHeader,
     kind: u32,
     flags: u32,
-    sk: u64,
     fd: u32,
     state: &mut SockState,
 ) {
@@ -191,7 +205,7 @@ pub fn fill_header(
     header.time_ns = unsafe { bpf_ktime_get_ns() };
     header.pid_tgid = bpf_get_current_pid_tgid();
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    header.sock_id = sk;
+    header.sock_id = state.conn_id;
     header.seq = seq;
     header.total_len = 0;
     header.captured_len = 0;
@@ -248,10 +262,9 @@ struct IoVec {
     len: u64,
 }
 
-/// Builds and sends a data event for `total` bytes moved on `sk`.
+/// Builds and sends a data event for `total` bytes moved on the connection of `state`.
 #[inline(always)]
 pub fn send_data(
-    sk: u64,
     fd: u32,
     flags: u32,
     total: u64,
@@ -259,7 +272,7 @@ pub fn send_data(
     state: &mut SockState,
 ) {
     if let UserBytes::Buffer(src) = bytes {
-        send_buffer(sk, fd, flags, total, src, state);
+        send_buffer(fd, flags, total, src, state);
         return;
     }
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -271,7 +284,6 @@ pub fn send_data(
         &mut event.header,
         tapwire_agent_common::kind::DATA,
         flags,
-        sk,
         fd,
         state,
     );

@@ -90,7 +90,6 @@ fn syscall_regs() -> SyscallRegs {
 
 /// A socket call as reconstructed at its exit.
 struct Call {
-    sk: u64,
     /// Buffer, iovec array or msghdr (user address).
     buf: u64,
     /// iovec count for readv/writev.
@@ -169,7 +168,6 @@ pub fn exit_call(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let call = Call {
-        sk,
         buf: regs.si,
         count: regs.dx,
         fd,
@@ -204,7 +202,7 @@ fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
         OP_SENDFILE => (flag::EGRESS, UserBytes::None),
         _ => return,
     };
-    send_data(call.sk, call.fd, flags, moved, bytes, state);
+    send_data(call.fd, flags, moved, bytes, state);
 }
 
 #[inline(always)]
@@ -218,7 +216,7 @@ fn send_open(sk: u64, fd: u32, role: u32) {
         return;
     }
     let mut header = empty_header();
-    fill_header(&mut header, kind::OPEN, role, sk, fd, state);
+    fill_header(&mut header, kind::OPEN, role, fd, state);
     send_header(&header);
 }
 
@@ -259,7 +257,7 @@ fn send_close(sk: u64, fd: u32) {
     // Only connections that produced events are reported closed.
     if state.next_seq != 0 {
         let mut header = empty_header();
-        fill_header(&mut header, kind::CLOSE, 0, sk, fd, state);
+        fill_header(&mut header, kind::CLOSE, 0, fd, state);
         send_header(&header);
     }
     let _ = SOCKS.remove(&sk);

@@ -158,7 +158,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         0
     };
     send_data(
-        sk,
         u32::MAX,
         direction | flag::TLS,
         moved,

@@ -92,7 +92,26 @@ fn assert_each_once_per_side(rows: &[Value], sent: &[String]) {
         for inbound in [false, true] {
             let n = seen.get(&(path.clone(), inbound)).copied().unwrap_or(0);
             if n != 1 {
-                wrong.push(format!("{path} (inbound: {inbound}) stored {n} times"));
+                // Which process and socket each stored row came from tells a doubled
+                // resend (same id) from a mislabelled connection (another pid or port).
+                let stored: Vec<String> = rows
+                    .iter()
+                    .filter(|r| text(r, "path") == path.as_str())
+                    .map(|r| {
+                        format!(
+                            "{} inbound={} pid={} comm={} local={} remote={}",
+                            text(r, "id"),
+                            flag(r, "is_inbound"),
+                            r["pid"],
+                            text(r, "comm"),
+                            text(r, "local_addr"),
+                            text(r, "remote_addr"),
+                        )
+                    })
+                    .collect();
+                wrong.push(format!(
+                    "{path} (inbound: {inbound}) stored {n} times; rows: {stored:?}"
+                ));
             }
         }
     }

@@ -24,7 +24,7 @@ use crate::{
 pub struct ConnectionInfo {
     /// Agent-unique id (never reused while the agent runs).
     pub id: u64,
-    /// Kernel `struct sock` address.
+    /// The kernel programs' id of the connection (`EventHeader::sock_id`).
     pub sock_id: u64,
     /// The process that opened it (or first used it).
     pub pid: u32,
@@ -90,8 +90,9 @@ impl ConnectionTable {
         self.by_sock.is_empty()
     }
 
-    /// Starts a connection from an OPEN event; returns the connection it replaces (the
-    /// same kernel socket address reused) and anything evicted to make room.
+    /// Starts a connection from an OPEN event; returns the connection it replaces (one
+    /// whose id the kernel programs handed out again, which they never do) and anything
+    /// evicted to make room.
     pub fn open(&mut self, header: &EventHeader, now_ns: u64) -> Vec<Connection> {
         let mut ended: Vec<Connection> = self.by_sock.remove(&header.sock_id).into_iter().collect();
         let role = if header.flags & flag::ROLE_CLIENT != 0 {
