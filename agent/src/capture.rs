@@ -73,18 +73,27 @@ pub async fn run(
     register_metrics(metrics.registry_mut());
     let metrics = Arc::new(metrics);
     let tls_stats = Arc::new(TlsStats::default());
-    let mut watcher = TlsLibraryWatcher::new(loaded.ebpf, tls_stats.clone());
     let (exec_tx, exec_rx) = sync_channel::<u32>(4096);
-    if !args.no_tls {
+    // The watcher owns the loaded object once it runs; without TLS probes there is no
+    // watcher, and the object is kept here instead: dropping it detaches every program.
+    let (watcher, _programs) = if args.no_tls {
+        (None, Some(loaded.ebpf))
+    } else {
+        let mut watcher = TlsLibraryWatcher::new(loaded.ebpf, tls_stats.clone());
         watcher.scan_all(&mut plan);
-    }
+        (Some(watcher), None)
+    };
     eprint!("{plan}");
     let tracepoints =
         (plan.attached() as u64).saturating_sub(tls_stats.probes.load(Ordering::Relaxed));
-    let watcher_thread = std::thread::Builder::new()
-        .name("tls-libraries".into())
-        .spawn(move || watcher.run(exec_rx))
-        .context("starting the TLS library watcher")?;
+    let watcher_thread = watcher
+        .map(|watcher| {
+            std::thread::Builder::new()
+                .name("tls-libraries".into())
+                .spawn(move || watcher.run(exec_rx))
+                .context("starting the TLS library watcher")
+        })
+        .transpose()?;
 
     if let Some(addr) = args.metrics_addr {
         let metrics = metrics.clone();
@@ -157,7 +166,7 @@ pub async fn run(
     );
     // Closing the exec channel stops the watcher, which detaches every probe.
     drop(pipeline);
-    if watcher_thread.join().is_err() {
+    if watcher_thread.is_some_and(|t| t.join().is_err()) {
         warn!("TLS library watcher panicked");
     }
     Ok(())

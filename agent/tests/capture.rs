@@ -661,3 +661,39 @@ fn in_kernel_filters_exclude_a_pid_and_unlisted_ports() {
             .all(|c| !c.local.ends_with(&other) && !c.remote.ends_with(&other))
     );
 }
+
+/// Starts the agent with `args`, makes one curl request against a plain HTTP server
+/// and checks both sides were captured byte for byte.
+fn captures_one_plain_request_with(args: &[&str]) {
+    let dir = TempDir::new("hooks");
+    std::fs::write(dir.path().join("h.txt"), b"hooked\n").unwrap();
+    let port = free_port();
+    let server = python_http_server(dir.path(), "127.0.0.1", port);
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    let port_arg = port.to_string();
+    let mut all = vec!["--include-port", port_arg.as_str()];
+    all.extend_from_slice(args);
+    let agent = start_agent!(&all);
+    let curl_pid = curl(&[&format!("http://127.0.0.1:{port}/h.txt")]);
+    let out = agent.stop();
+    assert!(out.exit_ok, "{}", out.stderr);
+    let client = connection_of(&out, "curl", curl_pid);
+    let request = curl_request("/h.txt", &format!("127.0.0.1:{port}"));
+    assert_eq!(AgentOutput::stream(&client, "egress"), request, "{args:?}");
+    assert!(AgentOutput::stream(&client, "ingress").ends_with(b"hooked\n"));
+    let served: Vec<&RawChunk> = out
+        .chunks
+        .iter()
+        .filter(|c| c.pid == server.0.id() && c.role == "server")
+        .collect();
+    assert_eq!(AgentOutput::stream(&served, "ingress"), request, "{args:?}");
+}
+
+#[test]
+fn without_tls_probes_plain_traffic_is_still_captured() {
+    require!(support::is_root(), "needs root to load eBPF");
+    require!(have("curl") && have("python3"), "needs curl and python3");
+    // The loaded programs used to be dropped with the TLS watcher, which `--no-tls`
+    // does not start: every program was detached right after start-up.
+    captures_one_plain_request_with(&["--no-tls"]);
+}
