@@ -1,7 +1,9 @@
 //! Syscall tracepoints: socket data, connection open and close, process exec and exit.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tapwire_agent_common::{EventHeader, SockTuple, flag, kind};
 
@@ -68,6 +70,10 @@ const PT_REGS_R10: usize = 56;
 const PT_REGS_DX: usize = 96;
 const PT_REGS_SI: usize = 104;
 const PT_REGS_DI: usize = 112;
+const PT_REGS_ORIG_AX: usize = 120;
+const PT_REGS_CS: usize = 136;
+/// The code segment of 64-bit user code (`__USER_CS`).
+const USER_CS: u64 = 0x33;
 
 /// The task's saved user registers. At syscall exit they still hold the call's
 /// arguments (the kernel reads them from there and writes only the return value back),
@@ -75,17 +81,28 @@ const PT_REGS_DI: usize = 112;
 /// the verifier knows the type of, so the fields are plain loads, not helper calls.
 #[inline(always)]
 fn syscall_regs() -> SyscallRegs {
-    let regs = unsafe {
+    let regs = task_regs();
+    SyscallRegs {
+        r10: load_reg(regs, PT_REGS_R10),
+        dx: load_reg(regs, PT_REGS_DX),
+        si: load_reg(regs, PT_REGS_SI),
+        di: load_reg(regs, PT_REGS_DI),
+    }
+}
+
+/// The current task's saved user registers (`struct pt_regs`, typed for the verifier).
+#[inline(always)]
+fn task_regs() -> *const u8 {
+    unsafe {
         let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
         aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8
-    };
-    let load = |offset: usize| unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) };
-    SyscallRegs {
-        r10: load(PT_REGS_R10),
-        dx: load(PT_REGS_DX),
-        si: load(PT_REGS_SI),
-        di: load(PT_REGS_DI),
     }
+}
+
+/// One saved register of [`task_regs`], by its offset in `struct pt_regs`.
+#[inline(always)]
+fn load_reg(regs: *const u8, offset: usize) -> u64 {
+    unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) }
 }
 
 /// A socket call as reconstructed at its exit.
@@ -109,6 +126,56 @@ struct Call {
 pub fn exit_call(ctx: TracePointContext) -> u32 {
     let ret = arg(&ctx, RET) as i64;
     let nr: i32 = unsafe { ctx.read_at(NR) }.unwrap_or(-1);
+    on_exit(nr, ret)
+}
+
+/// `raw_tracepoint/sys_exit`: the same program on the raw tracepoint under every
+/// syscall's exit, attached instead of the per-syscall ones when user space is asked
+/// to (`--syscall-hook raw-tracepoint`). The per-syscall tracepoints above are built on
+/// it: for each hooked call the kernel formats a trace record and runs the program
+/// through the perf event machinery, while a raw tracepoint calls the program directly
+/// with the registers and return value. But it runs for every syscall, hooked or not;
+/// the others leave after one load and a compare, yet the call itself costs them more
+/// than the per-syscall tracepoints' bitmap test.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let regs = task_regs();
+    let nr = load_reg(regs, PT_REGS_ORIG_AX) as i32;
+    if !is_hooked(nr) {
+        return 0;
+    }
+    // A 32-bit process numbers its syscalls differently (its 3 is read, its 45 brk):
+    // only 64-bit calls are decoded, as the per-syscall tracepoints do.
+    if load_reg(regs, PT_REGS_CS) & 0xffff != USER_CS {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    on_exit(nr, ret) as i32
+}
+
+/// Whether `nr` is one of the calls [`on_exit`] reports.
+#[inline(always)]
+fn is_hooked(nr: i32) -> bool {
+    matches!(
+        nr,
+        NR_READ
+            | NR_WRITE
+            | NR_READV
+            | NR_WRITEV
+            | NR_SENDFILE
+            | NR_CONNECT
+            | NR_ACCEPT
+            | NR_SENDTO
+            | NR_RECVFROM
+            | NR_SENDMSG
+            | NR_RECVMSG
+            | NR_ACCEPT4
+    )
+}
+
+/// Reports the exit of syscall `nr` that returned `ret`, for either program above.
+#[inline(always)]
+fn on_exit(nr: i32, ret: i64) -> u32 {
     let (op, flags_reg) = match nr {
         NR_READ => (OP_READ, false),
         NR_RECVFROM => (OP_READ, true),

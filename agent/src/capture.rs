@@ -56,6 +56,7 @@ pub async fn run(
         .context("--ring-mib must be between 1 and 4095")?;
     let rings = RingPlan::new(args.ring_layout, ring_bytes)?;
     let options = LoadOptions {
+        syscall_hook: args.syscall_hook,
         capture_bytes: args.capture_bytes,
         rings,
         filters: CaptureFilters {

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-use crate::{ebpf::rings::RingLayout, export::ExportArgs};
+use crate::{
+    ebpf::{loader::SyscallHook, rings::RingLayout},
+    export::ExportArgs,
+};
 
 /// What the agent writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +68,12 @@ pub struct AgentArgs {
     /// each connection's order); `shared`: one ring for all CPUs.
     #[arg(long, value_enum, default_value_t = RingLayout::PerCpu)]
     pub ring_layout: RingLayout,
+    /// Where socket calls are hooked at their exit: `tracepoints` (one
+    /// `syscalls/sys_exit_*` tracepoint per hooked call) or `raw-tracepoint` (the raw
+    /// `sys_exit` tracepoint: ~100 ns less per read/write, ~100 ns more per other syscall;
+    /// falls back to `tracepoints` when refused).
+    #[arg(long, value_enum, default_value_t = SyscallHook::Tracepoints)]
+    pub syscall_hook: SyscallHook,
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9464).
     #[arg(long, env = "TAPWIRE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,

@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 
 /// Benchmark options.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 struct BenchArgs {
     /// Seconds per measured round.
     #[arg(long, default_value_t = 8)]
@@ -38,6 +38,10 @@ struct BenchArgs {
     /// Response body bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+    /// An extra argument for the agent (repeatable), e.g.
+    /// `--agent-arg=--syscall-hook=tracepoints` to measure the fallback hooks.
+    #[arg(long = "agent-arg", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -180,7 +184,7 @@ fn agent_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_agent(port: u16, output: &str) -> anyhow::Result<RunningAgent> {
+fn start_agent(port: u16, output: &str, extra: &[String]) -> anyhow::Result<RunningAgent> {
     let metrics_port = free_port()?;
     let mut child = Command::new(agent_binary()?)
         .args([
@@ -191,6 +195,7 @@ fn start_agent(port: u16, output: &str) -> anyhow::Result<RunningAgent> {
             "--metrics-addr",
             &format!("127.0.0.1:{metrics_port}"),
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -282,7 +287,13 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("tapwire-bench-{}", std::process::id()));
     let port = free_port()?;
     let _nginx = start_nginx(&dir, port, args.body_bytes)?;
-    let _warmup = wrk(port, &BenchArgs { seconds: 2, ..args })?;
+    let _warmup = wrk(
+        port,
+        &BenchArgs {
+            seconds: 2,
+            ..args.clone()
+        },
+    )?;
 
     let mut off = Vec::new();
     let mut on = Vec::new();
@@ -298,7 +309,7 @@ fn main() -> anyhow::Result<()> {
             ("raw", &mut on, &mut agent_cpu),
             ("none", &mut on_none, &mut agent_cpu_none),
         ] {
-            let agent = start_agent(port, output)?;
+            let agent = start_agent(port, output, &args.agent_args)?;
             let pid = agent.child.0.id();
             let cpu_before = cpu_seconds(pid);
             let with_agent = wrk(port, &args)?;
@@ -356,7 +367,7 @@ fn main() -> anyhow::Result<()> {
     println!("  events dropped or lost while saturated: {losses}");
     let mut fixed_rate_lost = None;
     if args.rate > 0 {
-        let agent = start_agent(port, "raw")?;
+        let agent = start_agent(port, "raw", &args.agent_args)?;
         let summary = fixed_rate(port, args.rate, args.seconds)?;
         std::thread::sleep(Duration::from_millis(500));
         let lost = agent_losses(agent.metrics_port)?;
@@ -371,6 +382,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "agent_args": &args.agent_args,
             "rps_agent_off_median": median(&off, |r| r.rps),
             "rps_agent_on_median": median(&on, |r| r.rps),
             "throughput_ratio": median(&on, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
