@@ -173,12 +173,27 @@ pub async fn run(
     Ok(())
 }
 
+/// Records read from one ring before the next ring's turn.
+const RECORDS_PER_TURN: usize = 64;
+
 /// One round: every ring drained, then the records held for reordering that no longer
-/// have to wait are handed on.
+/// have to wait are handed on. The rings take turns, a few records each, so they
+/// advance through time together: drained one after the other, a backlog in the first
+/// (after a burst, or a slow reader) would have every record whose predecessor sits in
+/// the second held until the second is reached, more than the reorder buffer keeps,
+/// and those forced out early would count as lost.
 fn drain(rings: &mut EventRings, pipeline: &mut CapturePipeline) -> anyhow::Result<()> {
-    for ring in rings.rings_mut() {
-        while let Some(item) = ring.next() {
-            pipeline.handle_record(&item)?;
+    loop {
+        let mut read = 0;
+        for ring in rings.rings_mut() {
+            for _ in 0..RECORDS_PER_TURN {
+                let Some(item) = ring.next() else { break };
+                read += 1;
+                pipeline.handle_record(&item)?;
+            }
+        }
+        if read == 0 {
+            break;
         }
     }
     pipeline.end_round()?;
