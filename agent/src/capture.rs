@@ -183,16 +183,21 @@ const RECORDS_PER_TURN: usize = 64;
 /// the second held until the second is reached, more than the reorder buffer keeps,
 /// and those forced out early would count as lost.
 fn drain(rings: &mut EventRings, pipeline: &mut CapturePipeline) -> anyhow::Result<()> {
+    // The round ends after a pass in which every ring ran empty during its turn, not
+    // one in which all are empty at once, which a reader only just keeping up might
+    // not see for a long time.
     loop {
-        let mut read = 0;
+        let mut any_full_turn = false;
         for ring in rings.rings_mut() {
-            for _ in 0..RECORDS_PER_TURN {
+            let mut read = 0;
+            while read < RECORDS_PER_TURN {
                 let Some(item) = ring.next() else { break };
                 read += 1;
                 pipeline.handle_record(&item)?;
             }
+            any_full_turn |= read == RECORDS_PER_TURN;
         }
-        if read == 0 {
+        if !any_full_turn {
             break;
         }
     }
