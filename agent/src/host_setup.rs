@@ -37,19 +37,31 @@ fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
     }
 }
 
+/// Where tracefs is mounted (the kernel's own mount point for it).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts a `fstype` filesystem at `target` unless one is mounted there already; says
+/// whether it mounted one.
+pub fn mount_if_absent(fstype: &str, target: &str) -> std::io::Result<bool> {
+    if is_mounted(target, fstype) {
+        return Ok(false);
+    }
+    if !Path::new(target).exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("mount point {target} missing"),
+        ));
+    }
+    mount(fstype, target).map(|()| true)
+}
+
 /// Mounts tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf when absent. Failure
 /// is logged: tracepoint attachment then reports the real consequence.
 pub fn ensure_kernel_filesystems() {
-    for (fstype, target) in [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")] {
-        if is_mounted(target, fstype) {
-            continue;
-        }
-        if !Path::new(target).exists() {
-            warn!(target, "mount point missing; not mounting {fstype}");
-            continue;
-        }
-        match mount(fstype, target) {
-            Ok(()) => info!(target, "mounted {fstype}"),
+    for (fstype, target) in [("tracefs", TRACEFS), ("bpf", "/sys/fs/bpf")] {
+        match mount_if_absent(fstype, target) {
+            Ok(true) => info!(target, "mounted {fstype}"),
+            Ok(false) => {}
             Err(e) => warn!(target, error = %e, "could not mount {fstype}"),
         }
     }

@@ -7,6 +7,8 @@ mod support;
 
 use std::{net::SocketAddr, process::Command};
 
+use tapwire_agent::host_setup::TRACEFS;
+
 use support::{
     Agent, AgentOutput, TempDir, connection_of, curl, free_port, have, nginx_tls_config,
     python_http_server, wait_for_port,
@@ -25,8 +27,8 @@ fn minimal_capability_set_suffices_for_plain_and_tls_capture() {
     // Without CAP_SYS_ADMIN the agent cannot mount tracefs itself; the DaemonSet gets
     // the host's mount through a hostPath (docs/deployment.md), so do what the host
     // would have done, as root, before dropping to the capability set.
-    if let Err(why) = support::ensure_tracefs() {
-        panic!("tracefs must be mounted for the capability test: {why}");
+    if let Err(why) = tapwire_agent::host_setup::mount_if_absent("tracefs", TRACEFS) {
+        panic!("tracefs must be mounted at {TRACEFS} for the capability test: {why}");
     }
     let dir = TempDir::new("caps");
     std::fs::write(dir.path().join("c.txt"), b"caps only\n").unwrap();

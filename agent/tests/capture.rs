@@ -674,14 +674,7 @@ fn captures_one_plain_request_with(args: &[&str]) -> Option<String> {
     let port_arg = port.to_string();
     let mut all = vec!["--include-port", port_arg.as_str()];
     all.extend_from_slice(args);
-    let agent = match support::Agent::start(&all) {
-        Ok(agent) => agent,
-        Err(why) if support::in_ci() => panic!("eBPF capture must work in CI: {why}"),
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return None;
-        }
-    };
+    let agent = start_agent!(&all, else None);
     let curl_pid = curl(&[&format!("http://127.0.0.1:{port}/h.txt")]);
     let out = agent.stop();
     assert!(out.exit_ok, "{}", out.stderr);

@@ -1,7 +1,7 @@
 //! A cheap hasher for the agent's per-event maps keyed by the kernel programs'
-//! connection ids and the agent's own. The keys come from the kernel and the agent itself, not from the
-//! network, so the DoS resistance of the default SipHash buys nothing here while its
-//! cost shows up on every event.
+//! connection ids and the agent's own. The keys come from the kernel and the agent
+//! itself, not from the network, so the DoS resistance of the default SipHash buys
+//! nothing here while its cost shows up on every event.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

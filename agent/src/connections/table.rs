@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn reused_socket_address_starts_a_new_connection() {
+    fn open_for_a_known_id_starts_a_new_connection() {
         let mut t = ConnectionTable::new(8, 100);
         t.open(&header(1, 10, flag::ROLE_CLIENT), 0);
         let first = t.get_or_create(&header(1, 10, 0), 1).0.info.id;

@@ -44,28 +44,6 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Mounts tracefs at /sys/kernel/tracing unless it already is (a fresh machine may not
-/// have it mounted until something asks). Needs root.
-pub fn ensure_tracefs() -> Result<(), String> {
-    const TARGET: &str = "/sys/kernel/tracing";
-    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
-    if mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        f.nth(1) == Some(TARGET) && f.next() == Some("tracefs")
-    }) {
-        return Ok(());
-    }
-    let status = Command::new("mount")
-        .args(["-t", "tracefs", "tracefs", TARGET])
-        .status()
-        .map_err(|e| format!("mount: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("mount -t tracefs tracefs {TARGET}: {status}"))
-    }
-}
-
 /// Whether `program` is on PATH.
 pub fn have(program: &str) -> bool {
     Command::new("sh")
@@ -346,6 +324,10 @@ impl Drop for Agent {
 #[macro_export]
 macro_rules! start_agent {
     ($args:expr) => {
+        $crate::start_agent!($args, else ())
+    };
+    // In a function that returns `$skipped` when it skips.
+    ($args:expr, else $skipped:expr) => {
         match $crate::support::Agent::start($args) {
             Ok(agent) => agent,
             Err(why) => {
@@ -353,7 +335,7 @@ macro_rules! start_agent {
                     panic!("eBPF capture must work in CI: {why}");
                 }
                 eprintln!("skipping: {why}");
-                return;
+                return $skipped;
             }
         }
     };
