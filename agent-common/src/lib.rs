@@ -167,6 +167,11 @@ pub struct KernelOffsets {
     pub inode_mode: u32,
     pub socket_type: u32,
     pub socket_sk: u32,
+    /// `socket.file`: the file the socket belongs to (the socket tracepoints check that
+    /// the call's fd is that file).
+    pub socket_file: u32,
+    /// `sock.sk_socket`: the `struct socket` of a sock.
+    pub sock_socket: u32,
     pub sock_protocol: u32,
     pub skc_family: u32,
     pub skc_daddr: u32,

@@ -51,7 +51,11 @@ pub struct SockState {
     pub allowed: u8,
     /// The TLS probes deliver this socket's plaintext: its ciphertext is suppressed.
     pub tls: u8,
-    _pad: [u8; 6],
+    /// `flag::ROLE_*` learned from the TCP handshake, for an OPEN not sent yet: the
+    /// socket tracepoints see the handshake end in softirq context, where the current
+    /// task is not the connection's process, so the OPEN goes out with the first data.
+    pub role: u8,
+    _pad: [u8; 5],
 }
 
 /// Per-connection state by `struct sock` address. LRU: an entry whose close was never
@@ -80,7 +84,8 @@ pub fn reset_sock_state(sk: u64) -> Option<&'static mut SockState> {
         tuple,
         allowed: ports_allowed(&tuple) as u8,
         tls: 0,
-        _pad: [0; 6],
+        role: 0,
+        _pad: [0; 5],
     };
     SOCKS.insert(&sk, &state, BPF_ANY as u64).ok()?;
     SOCKS.get_ptr_mut(&sk).map(|state| unsafe { &mut *state })
@@ -233,11 +238,47 @@ fn copy_tuple(dst: &mut SockTuple, src: &SockTuple) {
     }
 }
 
+/// Sends the OPEN of the connection of `state` with `role` (`flag::ROLE_*`).
+#[inline(always)]
+pub fn send_open(fd: u32, role: u32, state: &mut SockState) {
+    let mut header = empty_header();
+    fill_header(
+        &mut header,
+        tapwire_agent_common::kind::OPEN,
+        role,
+        fd,
+        state,
+    );
+    send_header(&header);
+}
+
+/// A header with every field zero, to be filled in.
+#[inline(always)]
+pub fn empty_header() -> EventHeader {
+    EventHeader {
+        kind: 0,
+        flags: 0,
+        time_ns: 0,
+        pid_tgid: 0,
+        cgroup_id: 0,
+        sock_id: 0,
+        seq: 0,
+        total_len: 0,
+        captured_len: 0,
+        fd: 0,
+        comm: [0; 16],
+        tuple: SockTuple::default(),
+    }
+}
+
 /// Sends a header-only event (open, close, exec, exit).
 #[inline(always)]
 pub fn send_header(header: &EventHeader) {
     let record = unsafe {
-        core::slice::from_raw_parts(header as *const EventHeader as *const u8, EVENT_HEADER_BYTES)
+        core::slice::from_raw_parts(
+            header as *const EventHeader as *const u8,
+            EVENT_HEADER_BYTES,
+        )
     };
     if let Some(ring) = CpuRing::current() {
         ring.output(record);
@@ -264,13 +305,10 @@ struct IoVec {
 
 /// Builds and sends a data event for `total` bytes moved on the connection of `state`.
 #[inline(always)]
-pub fn send_data(
-    fd: u32,
-    flags: u32,
-    total: u64,
-    bytes: UserBytes,
-    state: &mut SockState,
-) {
+pub fn send_data(fd: u32, flags: u32, total: u64, bytes: UserBytes, state: &mut SockState) {
+    if state.next_seq == 0 && state.role != 0 {
+        send_open(fd, state.role as u32, state);
+    }
     if let UserBytes::Buffer(src) = bytes {
         send_buffer(fd, flags, total, src, state);
         return;

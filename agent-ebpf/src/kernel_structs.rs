@@ -1,5 +1,6 @@
 //! Walks kernel structs to learn whether an fd is a TCP socket and what its addresses
-//! are. Offsets come from user space (BTF) through the read-only `OFFSETS` global, so no
+//! are, or (for the socket tracepoints, which get the sock) whether a sock is TCP and
+//! the file of the calling syscall's fd. Offsets come from user space (BTF) through the read-only `OFFSETS` global, so no
 //! CO-RE is needed.
 //!
 //! From the current task to the fd table the pointers have types the verifier knows
@@ -23,6 +24,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_mode: 0,
     socket_type: 0,
     socket_sk: 0,
+    socket_file: 0,
+    sock_socket: 0,
     sock_protocol: 0,
     skc_family: 0,
     skc_daddr: 0,
@@ -84,10 +87,9 @@ fn read_at<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
-/// Returns the `struct sock` address behind `fd` of the current task when it is a TCP
-/// socket (IPv4 or IPv6), otherwise `None`.
+/// The `struct file` address behind `fd` of the current task, or `None`.
 #[inline(always)]
-pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
+fn file_of_fd(fd: u32) -> Option<u64> {
     if offset!(valid) == 0 {
         return None;
     }
@@ -105,15 +107,21 @@ pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
         return None;
     }
     let fd_array: u64 = load(fdt, offset!(fdtable_fd));
-    let file: u64 = read_at(fd_array, fd.wrapping_mul(8))?;
+    read_at(fd_array, fd.wrapping_mul(8))
+}
+
+/// Returns the `struct sock` address behind `fd` of the current task when it is a TCP
+/// socket (IPv4 or IPv6), otherwise `None`.
+#[inline(always)]
+pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
+    let file = file_of_fd(fd)?;
     let (inode, socket): (u64, u64) =
         read_two(file, offset!(file_inode), offset!(file_private_data))?;
     let mode: u16 = read_at(inode, offset!(inode_mode))?;
     if mode & S_IFMT != S_IFSOCK {
         return None;
     }
-    let (sock_type, sk): (u16, u64) =
-        read_two(socket, offset!(socket_type), offset!(socket_sk))?;
+    let (sock_type, sk): (u16, u64) = read_two(socket, offset!(socket_type), offset!(socket_sk))?;
     if sock_type != SOCK_STREAM {
         return None;
     }
@@ -129,6 +137,43 @@ pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
         }
     }
     Some(sk)
+}
+
+/// Whether `sk`, a `struct sock` pointer the verifier knows the type of (a BTF
+/// tracepoint's argument), is a TCP stream socket over IPv4 or IPv6. Plain loads only.
+#[inline(always)]
+pub fn is_tcp_sock(sk: *const u8) -> bool {
+    if offset!(valid) == 0 {
+        return false;
+    }
+    let family: u16 = load(sk, offset!(skc_family));
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    let protocol_offset = offset!(sock_protocol);
+    if protocol_offset != KernelOffsets::ABSENT {
+        let protocol: u16 = load(sk, protocol_offset);
+        if protocol != IPPROTO_TCP {
+            return false;
+        }
+    }
+    // A raw socket can carry IPPROTO_TCP too: only a stream socket is a connection.
+    let socket: *const u8 = load(sk, offset!(sock_socket));
+    !socket.is_null() && load::<u16>(socket, offset!(socket_type)) == SOCK_STREAM
+}
+
+/// Whether `fd` of the current task is the file of `sk` (typed as for [`is_tcp_sock`]).
+/// A socket tracepoint fires inside whatever syscall the task is in; the kernel's own
+/// socket users (an NFS or iSCSI client sending from a process's `write` on a file)
+/// would otherwise have that call's buffer taken for the socket's bytes.
+#[inline(always)]
+pub fn fd_is_file_of(fd: u32, sk: *const u8) -> bool {
+    let socket: *const u8 = load(sk, offset!(sock_socket));
+    if socket.is_null() {
+        return false;
+    }
+    let file: u64 = load(socket, offset!(socket_file));
+    file != 0 && file_of_fd(fd) == Some(file)
 }
 
 /// Reads the addresses of a TCP `struct sock`.

@@ -3,7 +3,9 @@
 //! Syscall tracepoints report each socket call at its exit (arguments from the saved
 //! registers), with the bytes really moved; OpenSSL uprobes report plaintext and mark the
 //! socket so its ciphertext is suppressed; sched tracepoints tell user space about exec
-//! and exit. Every record goes to the ring of the CPU it was produced on (`ring`).
+//! and exit. Where the kernel allows, socket tracepoints (`socket_calls`) take the socket
+//! calls instead of the syscall exits. Every record goes to the ring of the CPU it was
+//! produced on (`ring`).
 #![no_std]
 #![no_main]
 
@@ -11,6 +13,7 @@ mod events;
 mod filters;
 mod kernel_structs;
 mod ring;
+mod socket_calls;
 mod syscalls;
 mod tls;
 

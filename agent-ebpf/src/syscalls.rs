@@ -1,41 +1,42 @@
 //! Syscall tracepoints: socket data, connection open and close, process exec and exit.
+//! (`socket_calls` has the hooks that replace the socket ones where the kernel allows.)
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tapwire_agent_common::{EventHeader, SockTuple, flag, kind};
+use tapwire_agent_common::{flag, kind};
 
 use crate::{
     events::{
-        SOCKS, SockState, UserBytes, fill_header, reset_sock_state, send_data, send_header,
+        SockState, UserBytes, empty_header, reset_sock_state, send_data, send_header, send_open,
         sock_state_of,
     },
     filters::{is_agent, task_allowed},
     kernel_structs::tcp_sock_of_fd,
+    socket_calls::send_close,
     tls::note_nested_syscall,
 };
 
-const OP_READ: u32 = 1;
-const OP_WRITE: u32 = 2;
-const OP_READV: u32 = 3;
-const OP_WRITEV: u32 = 4;
-const OP_RECVMSG: u32 = 5;
-const OP_SENDMSG: u32 = 6;
-const OP_SENDFILE: u32 = 7;
+pub(crate) const OP_READ: u32 = 1;
+pub(crate) const OP_WRITE: u32 = 2;
+pub(crate) const OP_READV: u32 = 3;
+pub(crate) const OP_WRITEV: u32 = 4;
+pub(crate) const OP_RECVMSG: u32 = 5;
+pub(crate) const OP_SENDMSG: u32 = 6;
+pub(crate) const OP_SENDFILE: u32 = 7;
 const OP_CONNECT: u32 = 8;
 const OP_ACCEPT: u32 = 9;
 
 const EINPROGRESS: i64 = -115;
-const TCP_CLOSE: i32 = 7;
 
 // Offsets of sys_enter_* arguments, sys_exit_* nr and ret in the tracepoint record.
 const ARG0: usize = 16;
 const NR: usize = 8;
 const RET: usize = 16;
 /// recv flag: the bytes stay queued and will be read again, so a peek is not data.
-const MSG_PEEK: u64 = 2;
+pub(crate) const MSG_PEEK: u64 = 2;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
@@ -43,44 +44,44 @@ fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
 }
 
 // x86_64 syscall numbers.
-const NR_READ: i32 = 0;
-const NR_WRITE: i32 = 1;
-const NR_READV: i32 = 19;
-const NR_WRITEV: i32 = 20;
-const NR_SENDFILE: i32 = 40;
+pub(crate) const NR_READ: i32 = 0;
+pub(crate) const NR_WRITE: i32 = 1;
+pub(crate) const NR_READV: i32 = 19;
+pub(crate) const NR_WRITEV: i32 = 20;
+pub(crate) const NR_SENDFILE: i32 = 40;
 const NR_CONNECT: i32 = 42;
 const NR_ACCEPT: i32 = 43;
-const NR_SENDTO: i32 = 44;
-const NR_RECVFROM: i32 = 45;
-const NR_SENDMSG: i32 = 46;
-const NR_RECVMSG: i32 = 47;
+pub(crate) const NR_SENDTO: i32 = 44;
+pub(crate) const NR_RECVFROM: i32 = 45;
+pub(crate) const NR_SENDMSG: i32 = 46;
+pub(crate) const NR_RECVMSG: i32 = 47;
 const NR_ACCEPT4: i32 = 288;
 
 /// The argument registers a socket call needs, from the task's `struct pt_regs`.
 #[derive(Clone, Copy, Default)]
-struct SyscallRegs {
-    r10: u64,
-    dx: u64,
-    si: u64,
-    di: u64,
+pub(crate) struct SyscallRegs {
+    pub r10: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
 }
 
 // Offsets in x86_64 `struct pt_regs`.
-const PT_REGS_R10: usize = 56;
-const PT_REGS_DX: usize = 96;
-const PT_REGS_SI: usize = 104;
-const PT_REGS_DI: usize = 112;
-const PT_REGS_ORIG_AX: usize = 120;
-const PT_REGS_CS: usize = 136;
+pub(crate) const PT_REGS_R10: usize = 56;
+pub(crate) const PT_REGS_DX: usize = 96;
+pub(crate) const PT_REGS_SI: usize = 104;
+pub(crate) const PT_REGS_DI: usize = 112;
+pub(crate) const PT_REGS_ORIG_AX: usize = 120;
+pub(crate) const PT_REGS_CS: usize = 136;
 /// The code segment of 64-bit user code (`__USER_CS`).
-const USER_CS: u64 = 0x33;
+pub(crate) const USER_CS: u64 = 0x33;
 
 /// The task's saved user registers. At syscall exit they still hold the call's
 /// arguments (the kernel reads them from there and writes only the return value back),
 /// so no entry probe is needed to remember them. `bpf_task_pt_regs` returns a pointer
 /// the verifier knows the type of, so the fields are plain loads, not helper calls.
 #[inline(always)]
-fn syscall_regs() -> SyscallRegs {
+pub(crate) fn syscall_regs() -> SyscallRegs {
     let regs = task_regs();
     SyscallRegs {
         r10: load_reg(regs, PT_REGS_R10),
@@ -92,7 +93,7 @@ fn syscall_regs() -> SyscallRegs {
 
 /// The current task's saved user registers (`struct pt_regs`, typed for the verifier).
 #[inline(always)]
-fn task_regs() -> *const u8 {
+pub(crate) fn task_regs() -> *const u8 {
     unsafe {
         let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
         aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8
@@ -101,18 +102,18 @@ fn task_regs() -> *const u8 {
 
 /// One saved register of [`task_regs`], by its offset in `struct pt_regs`.
 #[inline(always)]
-fn load_reg(regs: *const u8, offset: usize) -> u64 {
+pub(crate) fn load_reg(regs: *const u8, offset: usize) -> u64 {
     unsafe { core::ptr::read_volatile(regs.add(offset).cast::<u64>()) }
 }
 
 /// A socket call as reconstructed at its exit.
-struct Call {
+pub(crate) struct Call {
     /// Buffer, iovec array or msghdr (user address).
-    buf: u64,
+    pub buf: u64,
     /// iovec count for readv/writev.
-    count: u64,
-    fd: u32,
-    op: u32,
+    pub count: u64,
+    pub fd: u32,
+    pub op: u32,
 }
 
 /// The one program on every hooked syscall's exit (read, write, send*, recv*, readv,
@@ -204,7 +205,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
     if op == OP_ACCEPT {
         let fd = ret as u32;
         if let Some(sk) = tcp_sock_of_fd(fd) {
-            send_open(sk, fd, flag::ROLE_SERVER);
+            open_connection(sk, fd, flag::ROLE_SERVER);
         }
         return 0;
     }
@@ -212,7 +213,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
     let fd = regs.di as u32;
     if op == OP_CONNECT {
         if let Some(sk) = tcp_sock_of_fd(fd) {
-            send_open(sk, fd, flag::ROLE_CLIENT);
+            open_connection(sk, fd, flag::ROLE_CLIENT);
         }
         return 0;
     }
@@ -245,7 +246,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
 }
 
 #[inline(always)]
-fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
+pub(crate) fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
     let (flags, bytes) = match call.op {
         OP_READ => (0, UserBytes::Buffer(call.buf)),
         OP_WRITE => (flag::EGRESS, UserBytes::Buffer(call.buf)),
@@ -273,7 +274,7 @@ fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
 }
 
 #[inline(always)]
-fn send_open(sk: u64, fd: u32, role: u32) {
+fn open_connection(sk: u64, fd: u32, role: u32) {
     // A new connection starts a new sequence and forgets any TLS mark (the sock may be
     // a reused address).
     let Some(state) = reset_sock_state(sk) else {
@@ -282,9 +283,7 @@ fn send_open(sk: u64, fd: u32, role: u32) {
     if state.allowed == 0 {
         return;
     }
-    let mut header = empty_header();
-    fill_header(&mut header, kind::OPEN, role, fd, state);
-    send_header(&header);
+    send_open(fd, role, state);
 }
 
 #[tracepoint]
@@ -299,35 +298,6 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     };
     send_close(sk, fd);
     0
-}
-
-/// `sock:inet_sock_set_state`: a socket reaching TCP_CLOSE ends its connection even
-/// when no close() was seen (process exit closes fds implicitly).
-#[tracepoint]
-pub fn sock_state(ctx: TracePointContext) -> u32 {
-    let newstate: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
-    let protocol: u16 = unsafe { ctx.read_at(30) }.unwrap_or(0);
-    if newstate != TCP_CLOSE || protocol != 6 {
-        return 0;
-    }
-    let sk: u64 = unsafe { ctx.read_at(8) }.unwrap_or(0);
-    send_close(sk, u32::MAX);
-    0
-}
-
-#[inline(always)]
-fn send_close(sk: u64, fd: u32) {
-    let Some(state) = SOCKS.get_ptr_mut(&sk) else {
-        return;
-    };
-    let state = unsafe { &mut *state };
-    // Only connections that produced events are reported closed.
-    if state.next_seq != 0 {
-        let mut header = empty_header();
-        fill_header(&mut header, kind::CLOSE, 0, fd, state);
-        send_header(&header);
-    }
-    let _ = SOCKS.remove(&sk);
 }
 
 #[tracepoint]
@@ -358,22 +328,4 @@ fn send_process_event(event_kind: u32) {
     header.time_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     header.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     send_header(&header);
-}
-
-#[inline(always)]
-fn empty_header() -> EventHeader {
-    EventHeader {
-        kind: 0,
-        flags: 0,
-        time_ns: 0,
-        pid_tgid: 0,
-        cgroup_id: 0,
-        sock_id: 0,
-        seq: 0,
-        total_len: 0,
-        captured_len: 0,
-        fd: 0,
-        comm: [0; 16],
-        tuple: SockTuple::default(),
-    }
 }

@@ -68,11 +68,13 @@ pub struct AgentArgs {
     /// each connection's order); `shared`: one ring for all CPUs.
     #[arg(long, value_enum, default_value_t = RingLayout::PerCpu)]
     pub ring_layout: RingLayout,
-    /// Where socket calls are hooked at their exit: `tracepoints` (one
-    /// `syscalls/sys_exit_*` tracepoint per hooked call) or `raw-tracepoint` (the raw
-    /// `sys_exit` tracepoint: ~100 ns less per read/write, ~100 ns more per other syscall;
-    /// falls back to `tracepoints` when refused).
-    #[arg(long, value_enum, default_value_t = SyscallHook::Tracepoints)]
+    /// Where socket calls are hooked: `socket-tracepoints` (`sock:sock_send_length` and
+    /// `sock_recv_length` in the socket layer, kernel 6.3+; no program runs for other
+    /// syscalls), `tracepoints` (one `syscalls/sys_exit_*` tracepoint per hooked call) or
+    /// `raw-tracepoint` (the raw `sys_exit` tracepoint: ~100 ns less per read/write than
+    /// `tracepoints`, ~100 ns more per other syscall). The first and last fall back to
+    /// `tracepoints` when the kernel refuses them.
+    #[arg(long, value_enum, default_value_t = SyscallHook::SocketTracepoints)]
     pub syscall_hook: SyscallHook,
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9464).
     #[arg(long, env = "TAPWIRE_METRICS_ADDR")]

@@ -710,6 +710,41 @@ fn raw_sys_exit_tracepoint_captures_like_the_per_syscall_ones() {
 }
 
 #[test]
+fn per_syscall_tracepoints_capture_like_the_socket_ones() {
+    require!(support::is_root(), "needs root to load eBPF");
+    require!(have("curl") && have("python3"), "needs curl and python3");
+    let Some(stderr) = captures_one_plain_request_with(&["--syscall-hook", "tracepoints"]) else {
+        return;
+    };
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("[ok]") && l.contains("syscalls/sys_exit_read")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("tp_btf/sock_send_length"), "{stderr}");
+}
+
+#[test]
+fn socket_tracepoints_are_the_default_hook() {
+    require!(support::is_root(), "needs root to load eBPF");
+    require!(have("curl") && have("python3"), "needs curl and python3");
+    let Some(stderr) = captures_one_plain_request_with(&[]) else {
+        return;
+    };
+    // Attached themselves, not fallen back; and no syscall tracepoint is attached.
+    for hook in ["tp_btf/sock_send_length", "tp_btf/sock_recv_length"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("[ok]") && l.contains(hook)),
+            "{hook}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("syscalls/"), "{stderr}");
+}
+
+#[test]
 fn without_tls_probes_plain_traffic_is_still_captured() {
     require!(support::is_root(), "needs root to load eBPF");
     require!(have("curl") && have("python3"), "needs curl and python3");

@@ -1,4 +1,5 @@
-//! Resolves the kernel struct offsets the programs walk (fd → file → socket → sock).
+//! Resolves the kernel struct offsets the programs walk (fd → file → socket → sock, and
+//! sock → socket → file).
 
 use tapwire_agent_common::KernelOffsets;
 
@@ -31,6 +32,8 @@ pub fn resolve_kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError
         inode_mode: plain("inode", "i_mode")?,
         socket_type: plain("socket", "type")?,
         socket_sk: plain("socket", "sk")?,
+        socket_file: plain("socket", "file")?,
+        sock_socket: plain("sock", "sk_socket")?,
         sock_protocol: optional("sock", "sk_protocol"),
         skc_family: skc("skc_family")?,
         skc_daddr: skc("skc_daddr")?,
