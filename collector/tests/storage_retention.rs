@@ -164,24 +164,56 @@ struct Seaweed {
     _dir: tempfile::TempDir,
 }
 
-/// A port `p` such that `p` and `p + 10000` (SeaweedFS's gRPC port) are both free.
-fn port_pair() -> u16 {
-    for _ in 0..200 {
+/// Four ports for the master, volume, filer and S3 servers such that each port and its
+/// `+ 10000` companion (SeaweedFS's gRPC port) are free and no two of the eight collide.
+fn seaweed_ports() -> [u16; 4] {
+    let mut ports = [0u16; 4];
+    let mut taken = Vec::new();
+    let mut filled = 0;
+    for _ in 0..400 {
+        if filled == 4 {
+            break;
+        }
         let p = ingest_harness::free_port();
-        if (1024..55000).contains(&p)
-            && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok()
-        {
-            return p;
+        let free = (1024..55000).contains(&p)
+            && !taken.contains(&p)
+            && !taken.contains(&(p + 10000))
+            && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok();
+        if free {
+            taken.extend([p, p + 10000]);
+            ports[filled] = p;
+            filled += 1;
         }
     }
-    0
+    ports
 }
 
 impl Seaweed {
+    /// Starts SeaweedFS and waits until the test bucket exists. A port can be taken between
+    /// choosing it and the server binding it (the ports come from the ephemeral range that
+    /// concurrent tests' connections also use), so a server that exits or does not come up
+    /// is replaced by one on fresh ports, up to three times.
     fn start() -> Result<Self, Error> {
+        let mut logs = String::new();
+        for attempt in 1..=3 {
+            match Self::start_once(Duration::from_secs(40))? {
+                Ok(weed) => return Ok(weed),
+                Err(log) => {
+                    logs.push_str(&format!("--- attempt {attempt}, weed.log ends:\n{log}\n"))
+                }
+            }
+        }
+        Err(format!("SeaweedFS S3 did not come up in three attempts\n{logs}").into())
+    }
+
+    /// One start: `Ok(Ok(server))` once the bucket is created, `Ok(Err(log tail))` when the
+    /// server exited or missed `deadline`.
+    fn start_once(wait: Duration) -> Result<Result<Self, String>, Error> {
         let dir = tempfile::tempdir()?;
-        let ports: Vec<u16> = (0..4).map(|_| port_pair()).collect();
+        let ports = seaweed_ports();
+        let log_path = dir.path().join("weed.log");
         let child = Command::new("weed")
+            .arg(format!("-logdir={}", dir.path().display()))
             .arg("server")
             .arg("-s3")
             .arg(format!("-dir={}", dir.path().display()))
@@ -190,27 +222,36 @@ impl Seaweed {
             .arg(format!("-volume.port={}", ports[1]))
             .arg(format!("-filer.port={}", ports[2]))
             .arg(format!("-s3.port={}", ports[3]))
+            // Fixed default ports otherwise: the Iceberg and Lance catalogs are not used.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("weed.log"))?)
+            .stderr(std::fs::File::create(&log_path)?)
             .spawn()?;
-        let weed = Self {
+        let mut weed = Self {
             child,
             s3_port: ports[3],
             _dir: dir,
         };
         // Ready when the bucket can be created (anonymous: no identities configured).
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + wait;
         loop {
             let out = Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
                 .arg(format!("http://127.0.0.1:{}/{BUCKET}", weed.s3_port))
                 .output()?;
             if out.stdout == b"200" {
-                return Ok(weed);
+                return Ok(Ok(weed));
             }
-            if Instant::now() > deadline {
-                return Err("SeaweedFS S3 did not come up".into());
+            let exited = weed.child.try_wait()?.is_some();
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Ok(Err(format!(
+                    "(ports {ports:?}, exited: {exited})\n{}",
+                    tail.join("\n")
+                )));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
