@@ -87,8 +87,13 @@ impl Drop for Guard {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new, empty directory. Unique per call, not just per tag: tests run in parallel
+    /// threads of one process, and two sharing a tag (the 1 MiB tests, the hook tests)
+    /// deleted each other's served files mid-test.
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("tapwire-{tag}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("tapwire-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating a temp dir");
         Self(dir)
@@ -122,6 +127,7 @@ pub struct RawChunk {
     pub connection_id: u64,
     pub pid: u32,
     pub comm: String,
+    pub cgroup_id: u64,
     pub role: String,
     pub direction: String,
     pub local: String,
@@ -152,6 +158,7 @@ fn parse_line(line: &str) -> RawChunk {
         connection_id: n("connection_id"),
         pid: n("pid") as u32,
         comm: s("comm"),
+        cgroup_id: n("cgroup_id"),
         role: s("role"),
         direction: s("direction"),
         local: s("local"),
