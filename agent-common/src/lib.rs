@@ -52,6 +52,9 @@ pub mod flag {
     pub const ROLE_CLIENT: u32 = 4;
     /// The observed process accepted (OPEN events).
     pub const ROLE_SERVER: u32 = 8;
+    /// DATA events: `cgroup_id` and `comm` are left out (zero) because the previous
+    /// event of this connection came from the same process and carried them.
+    pub const SAME_PROCESS: u32 = 16;
 }
 
 /// Indexes of the per-CPU `DROPS` counter array: why something was not delivered.
@@ -119,7 +122,7 @@ pub struct EventHeader {
     pub time_ns: u64,
     /// `bpf_get_current_pid_tgid()`: tgid in the high half, thread id in the low half.
     pub pid_tgid: u64,
-    /// Cgroup (v2) id of the task.
+    /// Cgroup (v2) id of the task (0 with [`flag::SAME_PROCESS`]).
     pub cgroup_id: u64,
     /// Identifies the connection: set by the kernel programs when they first see it (at
     /// connect/accept, or its first event) and unique per boot. Not the `struct sock`
@@ -134,7 +137,7 @@ pub struct EventHeader {
     pub captured_len: u32,
     /// The file descriptor (or -1 as u32 when unknown).
     pub fd: u32,
-    /// The task's command name, NUL padded.
+    /// The task's command name, NUL padded (zero with [`flag::SAME_PROCESS`]).
     pub comm: [u8; COMM_LEN],
     /// The connection's addresses.
     pub tuple: SockTuple,

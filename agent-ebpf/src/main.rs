@@ -8,6 +8,10 @@
 //! produced on (`ring`).
 #![no_std]
 #![no_main]
+// The atomic add of the SSL in-flight count (`tls`): the BPF target offers no atomic
+// read-modify-write methods.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod events;
 mod filters;

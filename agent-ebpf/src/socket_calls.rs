@@ -21,7 +21,7 @@ use aya_ebpf::{
 use tapwire_agent_common::{flag, kind};
 
 use crate::{
-    events::{SOCKS, empty_header, fill_header, reset_sock_state, send_header},
+    events::{SOCKS, empty_header, fill_header, fill_identity, reset_sock_state, send_header},
     filters::task_allowed,
     kernel_structs::{fd_is_file_of, is_tcp_sock},
     syscalls::{
@@ -100,18 +100,33 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
     }
     // sendfile's socket is its first argument too (out_fd).
     let fd = load_reg(regs, PT_REGS_DI) as u32;
-    if !fd_is_file_of(fd, sk) {
-        return;
-    }
-    let sk = sk as u64;
-    let state = match SOCKS.get_ptr_mut(&sk) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let sk_addr = sk as u64;
+    let state = match SOCKS.get_ptr_mut(&sk_addr) {
         Some(state) => unsafe { &mut *state },
-        // A connection that was open before the agent started (role unknown).
-        None => match reset_sock_state(sk) {
-            Some(state) => state,
-            None => return,
-        },
+        None => {
+            if !fd_is_file_of(fd, sk) {
+                return;
+            }
+            // A connection that was open before the agent started (role unknown).
+            match reset_sock_state(sk_addr) {
+                Some(state) => {
+                    state.checked_fd = fd.wrapping_add(1);
+                    state.fd_tgid = tgid;
+                    state
+                }
+                None => return,
+            }
+        }
     };
+    if state.checked_fd != fd.wrapping_add(1) || state.fd_tgid != tgid {
+        if !fd_is_file_of(fd, sk) {
+            return;
+        }
+        state.checked_fd = fd.wrapping_add(1);
+        state.fd_tgid = tgid;
+    }
+    let sk = sk_addr;
     // Ciphertext of a connection whose plaintext the TLS probes deliver is dropped.
     if note_nested_syscall(pid_tgid, sk) {
         return;
@@ -177,6 +192,7 @@ pub fn send_close(sk: u64, fd: u32) {
     if state.next_seq != 0 {
         let mut header = empty_header();
         fill_header(&mut header, kind::CLOSE, 0, fd, state);
+        fill_identity(&mut header, kind::CLOSE, state);
         send_header(&header);
     }
     let _ = SOCKS.remove(&sk);

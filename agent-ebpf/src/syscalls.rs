@@ -309,6 +309,7 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    crate::tls::forget_thread(pid_tgid);
     // Only the thread group leader's exit ends the process.
     if pid_tgid >> 32 == pid_tgid & 0xffff_ffff {
         send_process_event(kind::EXIT);

@@ -5,11 +5,13 @@
 //! mark that socket so its ciphertext is not reported. The return probe, shared by all
 //! functions, reports the bytes the call really moved.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe, uretprobe},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
 use tapwire_agent_common::{drop_reason, flag};
@@ -42,6 +44,44 @@ struct SslCall {
 #[map]
 static SSL_ACTIVE: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
 
+/// SSL calls in flight on the node: `SSL_ACTIVE` entries inserted and not yet removed.
+/// While it is zero no thread is inside an SSL call, and a socket call needs no
+/// `SSL_ACTIVE` lookup to know its bytes are not ciphertext. An entry the LRU evicts
+/// keeps its count forever, which only costs that lookup again.
+#[map]
+static SSL_CALLS_IN_FLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `delta` (wrapping) to the in-flight count; atomic, as every CPU updates it.
+#[inline(always)]
+fn add_in_flight(delta: u64) {
+    if let Some(count) = SSL_CALLS_IN_FLIGHT.get_ptr_mut(0) {
+        // The BPF target has no atomic read-modify-write methods (no compare-and-swap),
+        // but its atomic add is the intrinsic's instruction (`lock ... +=`).
+        // SAFETY: a map value is 8-byte aligned and lives as long as the program.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, delta) };
+    }
+}
+
+/// Whether any thread may be inside an SSL call.
+#[inline(always)]
+fn any_in_flight() -> bool {
+    match SSL_CALLS_IN_FLIGHT.get_ptr(0) {
+        Some(count) => {
+            let count = unsafe { core::ptr::read_volatile(count) };
+            count != 0
+        }
+        None => true,
+    }
+}
+
+/// Forgets the SSL call of an exiting thread (killed inside it: no return probe runs).
+#[inline(always)]
+pub fn forget_thread(pid_tgid: u64) {
+    if any_in_flight() && SSL_ACTIVE.remove(&pid_tgid).is_ok() {
+        add_in_flight(u64::MAX);
+    }
+}
+
 /// (tgid, SSL *) → `struct sock` address learned from nested syscalls.
 #[map]
 static SSL_SOCK: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(65536, 0);
@@ -51,6 +91,9 @@ static SSL_SOCK: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(65536,
 /// socket is then marked (in its state) so its ciphertext outside SSL calls is dropped too.
 #[inline(always)]
 pub fn note_nested_syscall(pid_tgid: u64, sk: u64) -> bool {
+    if !any_in_flight() {
+        return false;
+    }
     let Some(call) = (unsafe { SSL_ACTIVE.get(&pid_tgid) }) else {
         return false;
     };
@@ -85,6 +128,8 @@ fn enter(ctx: &ProbeContext, op: u32) -> u32 {
     };
     if SSL_ACTIVE.insert(&pid_tgid, &call, BPF_ANY as u64).is_err() {
         count_drop(drop_reason::STATE_FULL);
+    } else {
+        add_in_flight(1);
     }
     0
 }
@@ -128,7 +173,9 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         }
         *active
     };
-    let _ = SSL_ACTIVE.remove(&pid_tgid);
+    if SSL_ACTIVE.remove(&pid_tgid).is_ok() {
+        add_in_flight(u64::MAX);
+    }
     let ret: i64 = ctx.ret::<i32>() as i64;
     let moved: u64 = match call.op {
         SSL_READ | SSL_WRITE if ret > 0 => ret as u64,

@@ -14,7 +14,7 @@ use crate::{
     connections::table::{Connection, ConnectionTable},
     events::{
         clock::BootClock,
-        decode::{KernelEvent, comm, decode, is_egress},
+        decode::{KernelEvent, comm_str, decode, is_egress},
         reorder::ReorderBuffer,
     },
     metrics::AgentMetrics,
@@ -194,7 +194,8 @@ impl CapturePipeline {
                 let (chunk, gap) = conn
                     .streams
                     .chunks(direction, payload, header.total_len, now);
-                let comm = comm(&header);
+                let comm_bytes = conn.event_comm(&header);
+                let comm = comm_str(&comm_bytes);
                 let meta = ChunkMeta {
                     seq: header.seq,
                     pid: (header.pid_tgid >> 32) as u32,

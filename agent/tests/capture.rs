@@ -73,6 +73,17 @@ fn plain_http_both_sides_with_roles_tuples_and_pids() {
             .iter()
             .all(|c| c.bytes_lost == 0 && !c.events_lost)
     );
+    // curl and the server run in this test's cgroup: the id the kernel reports is the
+    // inode of its directory, which is how user space finds it for events without it.
+    let own_cgroup = own_cgroup_v2_id();
+    assert!(
+        client
+            .iter()
+            .chain(&server_chunks)
+            .all(|c| c.cgroup_id == own_cgroup),
+        "cgroup ids {:?}, expected {own_cgroup}",
+        client.iter().map(|c| c.cgroup_id).collect::<Vec<_>>()
+    );
 
     assert_eq!(health.trim(), "ok");
     assert!(
@@ -83,6 +94,19 @@ fn plain_http_both_sides_with_roles_tuples_and_pids() {
         metrics.contains("tapwire_agent_probes_attached"),
         "{metrics}"
     );
+}
+
+/// The cgroup v2 id of this process: the inode of its cgroup's directory.
+fn own_cgroup_v2_id() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
+        .unwrap()
+        .ino()
 }
 
 #[test]

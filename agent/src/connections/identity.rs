@@ -14,6 +14,9 @@ pub struct ProcessIdentity {
     pub exe: Option<Arc<str>>,
     /// The container runtime's id, when the process runs in a container.
     pub container_id: Option<Arc<str>>,
+    /// Its cgroup v2 id (the inode of its cgroup directory), for connections first
+    /// seen from an event that left the kernel's out (`flag::SAME_PROCESS`).
+    pub cgroup_id: Option<u64>,
 }
 
 /// Bounded per-pid cache of [`ProcessIdentity`].
@@ -56,10 +59,12 @@ fn read_identity(pid: u32) -> ProcessIdentity {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .map(|p| Arc::from(p.to_string_lossy().as_ref()));
-    let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| container_id_from_cgroup(&text))
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
+    let container_id = cgroups
+        .as_deref()
+        .and_then(container_id_from_cgroup)
         .map(Arc::from);
+    let cgroup_id = cgroups.as_deref().and_then(cgroup_v2_id);
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|c| c.trim_end().to_string())
@@ -68,7 +73,17 @@ fn read_identity(pid: u32) -> ProcessIdentity {
         comm,
         exe,
         container_id,
+        cgroup_id,
     }
+}
+
+/// The id the kernel gives the cgroup v2 of /proc/PID/cgroup text (its `0::` line):
+/// the inode number of that cgroup's directory under /sys/fs/cgroup.
+fn cgroup_v2_id(text: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
 }
 
 /// Extracts a container id (64 hex digits) from /proc/PID/cgroup text, as written by

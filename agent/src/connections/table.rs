@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use tapwire_agent_common::{EventHeader, flag};
+use tapwire_agent_common::{COMM_LEN, EventHeader, flag};
 use tapwire_protocols::Role;
 
 use super::{
@@ -57,6 +57,28 @@ pub struct Connection {
     pub streams: StreamTracker,
     /// Last event time (unix ns), for idle expiry.
     pub last_seen_ns: u64,
+    /// The process of the last event that carried its command name, and that name:
+    /// the kernel leaves it out of the events that follow from the same process
+    /// (`flag::SAME_PROCESS`).
+    last_process: (u32, [u8; COMM_LEN]),
+}
+
+impl Connection {
+    /// The command name of the process that moved the bytes of the event of `header`,
+    /// NUL padded: the header's own, or the one it left out. A process this
+    /// connection's entry has not seen name itself (the entry was re-created after idle
+    /// expiry or eviction) gets its name from /proc if it is the opener, else none.
+    pub fn event_comm(&mut self, header: &EventHeader) -> [u8; COMM_LEN] {
+        let pid = (header.pid_tgid >> 32) as u32;
+        if header.flags & flag::SAME_PROCESS == 0 {
+            self.last_process = (pid, header.comm);
+            return header.comm;
+        }
+        if self.last_process.0 == pid {
+            return self.last_process.1;
+        }
+        [0; COMM_LEN]
+    }
 }
 
 /// Bounded map from kernel socket to connection.
@@ -220,14 +242,26 @@ fn new_connection(
     now_ns: u64,
 ) -> Connection {
     let (local, remote) = socket_addrs(&header.tuple);
+    let pid = (header.pid_tgid >> 32) as u32;
+    let carries_identity = header.flags & flag::SAME_PROCESS == 0;
+    let comm = identity.comm.unwrap_or_else(|| comm(header).into_owned());
+    let last_process = if carries_identity {
+        (pid, header.comm)
+    } else {
+        (pid, comm_bytes(&comm))
+    };
     Connection {
         info: ConnectionInfo {
             id,
             sock_id: header.sock_id,
-            pid: (header.pid_tgid >> 32) as u32,
-            comm: identity.comm.unwrap_or_else(|| comm(header).into_owned()),
+            pid,
+            comm,
             exe: identity.exe,
-            cgroup_id: header.cgroup_id,
+            cgroup_id: if carries_identity {
+                header.cgroup_id
+            } else {
+                identity.cgroup_id.unwrap_or(0)
+            },
             container_id: identity.container_id,
             role,
             local,
@@ -237,7 +271,16 @@ fn new_connection(
         },
         streams: StreamTracker::default(),
         last_seen_ns: now_ns,
+        last_process,
     }
+}
+
+/// `comm` as the kernel stores it: at most `COMM_LEN - 1` bytes, NUL padded.
+fn comm_bytes(comm: &str) -> [u8; COMM_LEN] {
+    let mut bytes = [0; COMM_LEN];
+    let len = comm.len().min(COMM_LEN - 1);
+    bytes[..len].copy_from_slice(&comm.as_bytes()[..len]);
+    bytes
 }
 
 #[cfg(test)]
@@ -266,6 +309,38 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    #[test]
+    fn events_without_a_command_name_get_the_last_one_of_their_process() {
+        let mut table = ConnectionTable::new(8, u64::MAX);
+        let mut first = header(1, 10, 0);
+        first.kind = kind::DATA;
+        first.comm = *b"worker-1\0\0\0\0\0\0\0\0";
+        let mut same = first;
+        same.flags = flag::SAME_PROCESS;
+        same.comm = [0; 16];
+        let (conn, _) = table.get_or_create(&first, 0);
+        assert_eq!(conn.event_comm(&first), first.comm);
+        assert_eq!(conn.event_comm(&same), first.comm);
+        let mut other = same;
+        other.pid_tgid = 11 << 32;
+        assert_eq!(conn.event_comm(&other), [0; 16], "not seen: unknown");
+    }
+
+    #[test]
+    fn a_connection_first_seen_without_identity_takes_it_from_proc() {
+        let pid = std::process::id();
+        let mut h = header(2, pid, flag::SAME_PROCESS);
+        h.kind = kind::DATA;
+        h.cgroup_id = 0;
+        let mut table = ConnectionTable::new(8, u64::MAX);
+        let (conn, _) = table.get_or_create(&h, 0);
+        let own = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(conn.info.comm, own.trim_end());
+        let name = conn.event_comm(&h);
+        assert_eq!(crate::events::decode::comm_str(&name), own.trim_end());
+        assert_ne!(conn.info.cgroup_id, 0, "from /proc/self/cgroup");
     }
 
     #[test]

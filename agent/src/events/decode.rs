@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use tapwire_agent_common::{EVENT_HEADER_BYTES, EventHeader, SockTuple, flag, kind};
+use tapwire_agent_common::{COMM_LEN, EVENT_HEADER_BYTES, EventHeader, SockTuple, flag, kind};
 use thiserror::Error;
 
 /// A record that could not be decoded.
@@ -97,12 +97,13 @@ pub fn socket_addrs(tuple: &SockTuple) -> (SocketAddr, SocketAddr) {
 /// The command name without its NUL padding (borrowed unless it is not UTF-8: this
 /// runs for every event).
 pub fn comm(header: &EventHeader) -> Cow<'_, str> {
-    let end = header
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(header.comm.len());
-    String::from_utf8_lossy(&header.comm[..end])
+    comm_str(&header.comm)
+}
+
+/// A NUL-padded command name as text (see [`comm`]).
+pub fn comm_str(comm: &[u8; COMM_LEN]) -> Cow<'_, str> {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end])
 }
 
 /// Whether the bytes were written by the observed process.
