@@ -102,30 +102,25 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
     let fd = load_reg(regs, PT_REGS_DI) as u32;
     let tgid = (pid_tgid >> 32) as u32;
     let sk_addr = sk as u64;
-    let state = match SOCKS.get_ptr_mut(&sk_addr) {
-        Some(state) => unsafe { &mut *state },
-        None => {
-            if !fd_is_file_of(fd, sk) {
-                return;
-            }
-            // A connection that was open before the agent started (role unknown).
-            match reset_sock_state(sk_addr) {
-                Some(state) => {
-                    state.checked_fd = fd.wrapping_add(1);
-                    state.fd_tgid = tgid;
-                    state
-                }
-                None => return,
-            }
-        }
+    let known = SOCKS.get_ptr_mut(&sk_addr);
+    // One check per (process, fd) and connection: see `SockState::checked_fd`.
+    let checked = match known {
+        Some(state) => unsafe { (*state).checked_fd == fd.wrapping_add(1) && (*state).fd_tgid == tgid },
+        None => false,
     };
-    if state.checked_fd != fd.wrapping_add(1) || state.fd_tgid != tgid {
-        if !fd_is_file_of(fd, sk) {
-            return;
-        }
-        state.checked_fd = fd.wrapping_add(1);
-        state.fd_tgid = tgid;
+    if !checked && !fd_is_file_of(fd, sk) {
+        return;
     }
+    let state = match known {
+        Some(state) => unsafe { &mut *state },
+        // A connection that was open before the agent started (role unknown).
+        None => match reset_sock_state(sk_addr) {
+            Some(state) => state,
+            None => return,
+        },
+    };
+    state.checked_fd = fd.wrapping_add(1);
+    state.fd_tgid = tgid;
     let sk = sk_addr;
     // Ciphertext of a connection whose plaintext the TLS probes deliver is dropped.
     if note_nested_syscall(pid_tgid, sk) {
