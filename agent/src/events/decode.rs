@@ -103,7 +103,12 @@ pub fn comm(header: &EventHeader) -> Cow<'_, str> {
 /// A NUL-padded command name as text (see [`comm`]).
 pub fn comm_str(comm: &[u8; COMM_LEN]) -> Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end])
+    // `from_utf8` checks ASCII a word at a time; the lossy conversion walks every
+    // name byte by byte, and only a name that is not UTF-8 needs it.
+    match std::str::from_utf8(&comm[..end]) {
+        Ok(name) => Cow::Borrowed(name),
+        Err(_) => String::from_utf8_lossy(&comm[..end]),
+    }
 }
 
 /// Whether the bytes were written by the observed process.
@@ -182,5 +187,15 @@ mod tests {
         let (local, remote) = socket_addrs(&h.tuple);
         assert_eq!(local.to_string(), "10.0.0.1:5000");
         assert_eq!(remote.to_string(), "[::1]:80");
+    }
+
+    #[test]
+    fn names_command_without_padding_even_when_not_utf8() {
+        assert!(matches!(
+            comm_str(b"curl\0\0\0\0\0\0\0\0\0\0\0\0"),
+            Cow::Borrowed("curl")
+        ));
+        assert_eq!(comm_str(b"0123456789abcdef"), "0123456789abcdef");
+        assert_eq!(comm_str(b"w\xffker\0\0\0\0\0\0\0\0\0\0\0"), "w\u{fffd}ker");
     }
 }
