@@ -5,8 +5,7 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns,
         generated::{bpf_get_smp_processor_id, bpf_probe_read_user},
     },
     macros::map,
@@ -156,7 +155,7 @@ fn capture_cap_per_call() -> u64 {
 /// Sends a contiguous buffer as up to `MAX_RECORDS_PER_CALL` records of at most
 /// `MAX_CAPTURE_BYTES` each; the last record's `total_len` includes the uncaptured tail.
 #[inline(always)]
-fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState) {
+fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, task: u64, state: &mut SockState) {
     let want = if total < capture_cap_per_call() {
         total
     } else {
@@ -168,7 +167,8 @@ fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState)
     };
     let event = unsafe { &mut *event };
     let data = event.data.as_mut_ptr();
-    let flags = flags | fill_identity(&mut event.header, tapwire_agent_common::kind::DATA, state);
+    let flags =
+        flags | fill_identity(&mut event.header, tapwire_agent_common::kind::DATA, task, state);
     for i in 0..MAX_RECORDS_PER_CALL as u64 {
         let start = i * MAX_CAPTURE_BYTES as u64;
         if i > 0 && start >= want {
@@ -186,6 +186,7 @@ fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState)
             tapwire_agent_common::kind::DATA,
             flags,
             fd,
+            task,
             state,
         );
         event.header.total_len = if last { total - start } else { len as u64 };
@@ -220,8 +221,8 @@ fn send_buffer(fd: u32, flags: u32, total: u64, src: u64, state: &mut SockState)
 /// decision per record of a multi-record call would multiply the paths the verifier
 /// walks.
 #[inline(always)]
-pub fn fill_identity(header: &mut EventHeader, kind: u32, state: &mut SockState) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+pub fn fill_identity(header: &mut EventHeader, kind: u32, task: u64, state: &mut SockState) -> u32 {
+    let tgid = (task >> 32) as u32;
     if kind == tapwire_agent_common::kind::DATA && state.sent_identity_of == tgid {
         header.cgroup_id = 0;
         header.comm = [0; 16];
@@ -234,13 +235,17 @@ pub fn fill_identity(header: &mut EventHeader, kind: u32, state: &mut SockState)
 }
 
 /// Fills the fields every connection event shares but the identity
-/// ([`fill_identity`]) and takes the connection's next sequence number.
+/// ([`fill_identity`]) and takes the connection's next sequence number. `task` is the
+/// current `bpf_get_current_pid_tgid()`, which the caller already has: on this
+/// kernel's mitigated returns even the cheapest helper call is worth saving, and an
+/// event used to make three of this one.
 #[inline(always)]
 pub fn fill_header(
     header: &mut EventHeader,
     kind: u32,
     flags: u32,
     fd: u32,
+    task: u64,
     state: &mut SockState,
 ) {
     // Not atomic: two CPUs racing on one socket may reuse a number, which user space
@@ -250,7 +255,7 @@ pub fn fill_header(
     header.kind = kind;
     header.flags = flags;
     header.time_ns = unsafe { bpf_ktime_get_ns() };
-    header.pid_tgid = bpf_get_current_pid_tgid();
+    header.pid_tgid = task;
     header.sock_id = state.conn_id;
     header.seq = seq;
     header.total_len = 0;
@@ -280,16 +285,17 @@ fn copy_tuple(dst: &mut SockTuple, src: &SockTuple) {
 
 /// Sends the OPEN of the connection of `state` with `role` (`flag::ROLE_*`).
 #[inline(always)]
-pub fn send_open(fd: u32, role: u32, state: &mut SockState) {
+pub fn send_open(fd: u32, role: u32, task: u64, state: &mut SockState) {
     let mut header = empty_header();
     fill_header(
         &mut header,
         tapwire_agent_common::kind::OPEN,
         role,
         fd,
+        task,
         state,
     );
-    fill_identity(&mut header, tapwire_agent_common::kind::OPEN, state);
+    fill_identity(&mut header, tapwire_agent_common::kind::OPEN, task, state);
     send_header(&header);
 }
 
@@ -344,14 +350,22 @@ struct IoVec {
     len: u64,
 }
 
-/// Builds and sends a data event for `total` bytes moved on the connection of `state`.
+/// Builds and sends a data event for `total` bytes the current task (`task`, its
+/// `bpf_get_current_pid_tgid()`) moved on the connection of `state`.
 #[inline(always)]
-pub fn send_data(fd: u32, flags: u32, total: u64, bytes: UserBytes, state: &mut SockState) {
+pub fn send_data(
+    fd: u32,
+    flags: u32,
+    total: u64,
+    bytes: UserBytes,
+    task: u64,
+    state: &mut SockState,
+) {
     if state.next_seq == 0 && state.role != 0 {
-        send_open(fd, state.role as u32, state);
+        send_open(fd, state.role as u32, task, state);
     }
     if let UserBytes::Buffer(src) = bytes {
-        send_buffer(fd, flags, total, src, state);
+        send_buffer(fd, flags, total, src, task, state);
         return;
     }
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -359,12 +373,14 @@ pub fn send_data(fd: u32, flags: u32, total: u64, bytes: UserBytes, state: &mut 
         return;
     };
     let event = unsafe { &mut *event };
-    let flags = flags | fill_identity(&mut event.header, tapwire_agent_common::kind::DATA, state);
+    let flags =
+        flags | fill_identity(&mut event.header, tapwire_agent_common::kind::DATA, task, state);
     fill_header(
         &mut event.header,
         tapwire_agent_common::kind::DATA,
         flags,
         fd,
+        task,
         state,
     );
     event.header.total_len = total;

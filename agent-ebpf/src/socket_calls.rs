@@ -134,6 +134,7 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
         count: load_reg(regs, PT_REGS_DX),
         fd,
         op,
+        task: pid_tgid,
     };
     exit_data(&call, ret as u64, state);
 }
@@ -186,8 +187,9 @@ pub fn send_close(sk: u64, fd: u32) {
     // Only connections that produced events are reported closed.
     if state.next_seq != 0 {
         let mut header = empty_header();
-        fill_header(&mut header, kind::CLOSE, 0, fd, state);
-        fill_identity(&mut header, kind::CLOSE, state);
+        let task = bpf_get_current_pid_tgid();
+        fill_header(&mut header, kind::CLOSE, 0, fd, task, state);
+        fill_identity(&mut header, kind::CLOSE, task, state);
         send_header(&header);
     }
     let _ = SOCKS.remove(&sk);

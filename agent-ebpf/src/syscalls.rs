@@ -114,6 +114,8 @@ pub(crate) struct Call {
     pub count: u64,
     pub fd: u32,
     pub op: u32,
+    /// The calling task's `bpf_get_current_pid_tgid()`.
+    pub task: u64,
 }
 
 /// The one program on every hooked syscall's exit (read, write, send*, recv*, readv,
@@ -205,7 +207,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
     if op == OP_ACCEPT {
         let fd = ret as u32;
         if let Some(sk) = tcp_sock_of_fd(fd) {
-            open_connection(sk, fd, flag::ROLE_SERVER);
+            open_connection(sk, fd, flag::ROLE_SERVER, pid_tgid);
         }
         return 0;
     }
@@ -213,7 +215,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
     let fd = regs.di as u32;
     if op == OP_CONNECT {
         if let Some(sk) = tcp_sock_of_fd(fd) {
-            open_connection(sk, fd, flag::ROLE_CLIENT);
+            open_connection(sk, fd, flag::ROLE_CLIENT, pid_tgid);
         }
         return 0;
     }
@@ -240,6 +242,7 @@ fn on_exit(nr: i32, ret: i64) -> u32 {
         count: regs.dx,
         fd,
         op,
+        task: pid_tgid,
     };
     exit_data(&call, ret as u64, state);
     0
@@ -253,13 +256,12 @@ pub(crate) fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
         OP_READV => (0, UserBytes::Vector(call.buf, call.count)),
         OP_WRITEV => (flag::EGRESS, UserBytes::Vector(call.buf, call.count)),
         OP_RECVMSG | OP_SENDMSG => {
-            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 / aarch64 ABI).
-            let iov: u64 =
-                unsafe { aya_ebpf::helpers::bpf_probe_read_user((call.buf + 16) as *const u64) }
-                    .unwrap_or(0);
-            let count: u64 =
-                unsafe { aya_ebpf::helpers::bpf_probe_read_user((call.buf + 24) as *const u64) }
-                    .unwrap_or(0);
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (x86_64 / aarch64 ABI),
+            // read together: every user read is a helper call of its own.
+            let [iov, count] = unsafe {
+                aya_ebpf::helpers::bpf_probe_read_user((call.buf + 16) as *const [u64; 2])
+            }
+            .unwrap_or([0, 0]);
             let flags = if call.op == OP_SENDMSG {
                 flag::EGRESS
             } else {
@@ -270,11 +272,11 @@ pub(crate) fn exit_data(call: &Call, moved: u64, state: &mut SockState) {
         OP_SENDFILE => (flag::EGRESS, UserBytes::None),
         _ => return,
     };
-    send_data(call.fd, flags, moved, bytes, state);
+    send_data(call.fd, flags, moved, bytes, call.task, state);
 }
 
 #[inline(always)]
-fn open_connection(sk: u64, fd: u32, role: u32) {
+fn open_connection(sk: u64, fd: u32, role: u32, task: u64) {
     // A new connection starts a new sequence and forgets any TLS mark (the sock may be
     // a reused address).
     let Some(state) = reset_sock_state(sk) else {
@@ -283,7 +285,7 @@ fn open_connection(sk: u64, fd: u32, role: u32) {
     if state.allowed == 0 {
         return;
     }
-    send_open(fd, role, state);
+    send_open(fd, role, task, state);
 }
 
 #[tracepoint]

@@ -209,6 +209,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         direction | flag::TLS,
         moved,
         UserBytes::Buffer(call.buf),
+        pid_tgid,
         state,
     );
     0
