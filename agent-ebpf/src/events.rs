@@ -236,9 +236,9 @@ pub fn fill_identity(header: &mut EventHeader, kind: u32, task: u64, state: &mut
 
 /// Fills the fields every connection event shares but the identity
 /// ([`fill_identity`]) and takes the connection's next sequence number. `task` is the
-/// current `bpf_get_current_pid_tgid()`, which the caller already has: on this
-/// kernel's mitigated returns even the cheapest helper call is worth saving, and an
-/// event used to make three of this one.
+/// current `bpf_get_current_pid_tgid()`, which every caller has already read: with
+/// return-thunk mitigations even the cheapest helper call costs, and an event used to
+/// make this one three times.
 #[inline(always)]
 pub fn fill_header(
     header: &mut EventHeader,
@@ -468,11 +468,12 @@ const _: () = assert!(core::mem::size_of::<SockState>() == 72);
 #[inline(always)]
 fn output_data(record: &[u8], state: &mut SockState) {
     let units = u64::from(state.unchecked_units) + (record.len() as u64).div_ceil(UNCHECKED_UNIT);
-    let unchecked = if fill_check_due(state.next_seq, units * UNCHECKED_UNIT) {
+    let bytes = units * UNCHECKED_UNIT;
+    let unchecked = if fill_check_due(state.next_seq, bytes) {
         state.unchecked_units = 0;
-        Some(units * UNCHECKED_UNIT)
+        Some(bytes)
     } else {
-        // Below the check's byte bound, so it fits (asserted below).
+        // Below the check's byte bound, so it fits in the byte (asserted above).
         state.unchecked_units = units as u8;
         None
     };
