@@ -11,7 +11,7 @@ use tapwire_agent_common::{flag, kind};
 use crate::{
     events::{
         SockState, UserBytes, empty_header, reset_sock_state, send_data, send_header, send_open,
-        sock_state_of,
+        sock_state_of, write_current_comm,
     },
     filters::{is_agent, task_allowed},
     kernel_structs::tcp_sock_of_fd,
@@ -329,6 +329,6 @@ fn send_process_event(event_kind: u32) {
     header.kind = event_kind;
     header.pid_tgid = pid_tgid;
     header.time_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    header.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
+    write_current_comm(&mut header.comm);
     send_header(&header);
 }
