@@ -162,6 +162,10 @@ pub struct DataEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
     pub task_files: u32,
+    /// `task_struct.pid`, with `tgid` right after it: the two loads make the current
+    /// task's `pid_tgid` without a helper call. [`KernelOffsets::ABSENT`] where the
+    /// kernel lays them out otherwise (the programs then call the helper).
+    pub task_pid: u32,
     pub files_fdt: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,

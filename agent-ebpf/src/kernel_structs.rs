@@ -9,13 +9,16 @@
 //! treats as a number) every read is a `bpf_probe_read_kernel`, two fields at once where
 //! they sit close together.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
+};
 use tapwire_agent_common::{KernelOffsets, SockTuple};
 
 /// Filled in by user space before load (read-only, so the verifier sees constants).
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_files: 0,
+    task_pid: 0,
     files_fdt: 0,
     fdtable_max_fds: 0,
     fdtable_fd: 0,
@@ -87,13 +90,33 @@ fn read_at<T>(base: u64, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
-/// The `struct file` address behind `fd` of the current task, or `None`.
+/// The current task (`struct task_struct`, typed for the verifier).
 #[inline(always)]
-fn file_of_fd(fd: u32) -> Option<u64> {
+pub fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// What `bpf_get_current_pid_tgid()` returns (tgid high, pid low), read from `task`
+/// (the current task, from [`current_task`]) with two loads instead of a helper call:
+/// with return-thunk mitigations even that cheap helper costs on every event.
+#[inline(always)]
+pub fn pid_tgid_of(task: *const u8) -> u64 {
+    let at = offset!(task_pid);
+    if at == KernelOffsets::ABSENT || offset!(valid) == 0 {
+        return bpf_get_current_pid_tgid();
+    }
+    // Two 32-bit loads: the verifier rejects one load that spans two members.
+    let pid: u32 = load(task, at);
+    let tgid: u32 = load(task, at + 4);
+    (u64::from(tgid) << 32) | u64::from(pid)
+}
+
+/// The `struct file` address behind `fd` of `task` (the current task), or `None`.
+#[inline(always)]
+fn file_of_fd(task: *const u8, fd: u32) -> Option<u64> {
     if offset!(valid) == 0 {
         return None;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let files: *const u8 = load(task, offset!(task_files));
     if files.is_null() {
         return None;
@@ -114,7 +137,7 @@ fn file_of_fd(fd: u32) -> Option<u64> {
 /// socket (IPv4 or IPv6), otherwise `None`.
 #[inline(always)]
 pub fn tcp_sock_of_fd(fd: u32) -> Option<u64> {
-    let file = file_of_fd(fd)?;
+    let file = file_of_fd(current_task(), fd)?;
     let (inode, socket): (u64, u64) =
         read_two(file, offset!(file_inode), offset!(file_private_data))?;
     let mode: u16 = read_at(inode, offset!(inode_mode))?;
@@ -162,18 +185,19 @@ pub fn is_tcp_sock(sk: *const u8) -> bool {
     !socket.is_null() && load::<u16>(socket, offset!(socket_type)) == SOCK_STREAM
 }
 
-/// Whether `fd` of the current task is the file of `sk` (typed as for [`is_tcp_sock`]).
+/// Whether `fd` of `task` (the current task) is the file of `sk` (typed as for
+/// [`is_tcp_sock`]).
 /// A socket tracepoint fires inside whatever syscall the task is in; the kernel's own
 /// socket users (an NFS or iSCSI client sending from a process's `write` on a file)
 /// would otherwise have that call's buffer taken for the socket's bytes.
 #[inline(always)]
-pub fn fd_is_file_of(fd: u32, sk: *const u8) -> bool {
+pub fn fd_is_file_of(task: *const u8, fd: u32, sk: *const u8) -> bool {
     let socket: *const u8 = load(sk, offset!(sock_socket));
     if socket.is_null() {
         return false;
     }
     let file: u64 = load(socket, offset!(socket_file));
-    file != 0 && file_of_fd(fd) == Some(file)
+    file != 0 && file_of_fd(task, fd) == Some(file)
 }
 
 /// Reads the addresses of a TCP `struct sock`.

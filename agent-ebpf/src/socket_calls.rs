@@ -23,12 +23,12 @@ use tapwire_agent_common::{flag, kind};
 use crate::{
     events::{SOCKS, empty_header, fill_header, fill_identity, reset_sock_state, send_header},
     filters::task_allowed,
-    kernel_structs::{fd_is_file_of, is_tcp_sock},
+    kernel_structs::{current_task, fd_is_file_of, is_tcp_sock, pid_tgid_of},
     syscalls::{
         Call, MSG_PEEK, NR_READ, NR_READV, NR_RECVFROM, NR_RECVMSG, NR_SENDFILE, NR_SENDMSG,
         NR_SENDTO, NR_WRITE, NR_WRITEV, OP_READ, OP_READV, OP_RECVMSG, OP_SENDFILE, OP_SENDMSG,
         OP_WRITE, OP_WRITEV, PT_REGS_CS, PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI,
-        USER_CS, exit_data, load_reg, task_regs,
+        USER_CS, exit_data, load_reg, regs_of,
     },
     tls::note_nested_syscall,
 };
@@ -75,7 +75,8 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
     // The kernel's own socket users (kernel threads, or an NFS client sending from a
     // process's call on a file) are not a user call on this socket: a kernel thread has
     // no user code segment, and the fd check below catches the rest.
-    let regs = task_regs();
+    let task = current_task();
+    let regs = regs_of(task);
     if load_reg(regs, PT_REGS_CS) & 0xffff != USER_CS {
         return;
     }
@@ -94,7 +95,7 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
     if !is_tcp_sock(sk) {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = pid_tgid_of(task);
     if !task_allowed((pid_tgid >> 32) as u32) {
         return;
     }
@@ -108,7 +109,7 @@ fn on_socket_call(ctx: &BtfTracePointContext, egress: bool) {
         Some(state) => unsafe { (*state).checked_fd == fd.wrapping_add(1) && (*state).fd_tgid == tgid },
         None => false,
     };
-    if !checked && !fd_is_file_of(fd, sk) {
+    if !checked && !fd_is_file_of(task, fd, sk) {
         return;
     }
     let state = match known {

@@ -14,7 +14,7 @@ use crate::{
         sock_state_of, write_current_comm,
     },
     filters::{is_agent, task_allowed},
-    kernel_structs::tcp_sock_of_fd,
+    kernel_structs::{current_task, tcp_sock_of_fd},
     socket_calls::send_close,
     tls::note_nested_syscall,
 };
@@ -94,10 +94,13 @@ pub(crate) fn syscall_regs() -> SyscallRegs {
 /// The current task's saved user registers (`struct pt_regs`, typed for the verifier).
 #[inline(always)]
 pub(crate) fn task_regs() -> *const u8 {
-    unsafe {
-        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
-        aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8
-    }
+    regs_of(current_task())
+}
+
+/// The saved user registers of `task` (a `struct task_struct` typed for the verifier).
+#[inline(always)]
+pub(crate) fn regs_of(task: *const u8) -> *const u8 {
+    unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) as *const u8 }
 }
 
 /// One saved register of [`task_regs`], by its offset in `struct pt_regs`.

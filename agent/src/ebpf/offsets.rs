@@ -22,8 +22,18 @@ pub fn resolve_kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets, BtfError
         Ok(l) => l.offset + common,
         Err(_) => KernelOffsets::ABSENT,
     };
+    let task_pid = match (
+        btf.member("task_struct", "pid"),
+        btf.member("task_struct", "tgid"),
+    ) {
+        (Ok(pid), Ok(tgid)) if !pid.bitfield && !tgid.bitfield && tgid.offset == pid.offset + 4 => {
+            pid.offset
+        }
+        _ => KernelOffsets::ABSENT,
+    };
     Ok(KernelOffsets {
         task_files: plain("task_struct", "files")?,
+        task_pid,
         files_fdt: plain("files_struct", "fdt")?,
         fdtable_max_fds: plain("fdtable", "max_fds")?,
         fdtable_fd: plain("fdtable", "fd")?,
@@ -70,5 +80,6 @@ mod tests {
         assert_eq!(offsets.skc_family, 16);
         assert_ne!(offsets.sock_protocol, KernelOffsets::ABSENT);
         assert!(offsets.task_files > 0 && offsets.file_private_data > 0);
+        assert_ne!(offsets.task_pid, KernelOffsets::ABSENT);
     }
 }
