@@ -120,13 +120,17 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// Appends `n` in decimal. The digits are laid out left-aligned in a fixed 20-byte
-/// array that is appended whole and then cut to length: a copy of constant size
-/// compiles to a few moves, where appending a slice of the digits' length was a call to
-/// `memcpy` for every number, a tenth of this sink's time at saturation.
+/// Appends `n` in decimal. Twenty zero bytes are appended (a copy of constant size,
+/// a few moves), the digits written over them in place, and the rest cut off.
+/// Appending a slice of the digits' length was a call to `memcpy` for every number;
+/// building the digits in a stack array and appending it whole made the 16-byte load
+/// of that array wait on the 2-byte stores that had just filled it (a store-forwarding
+/// stall: half of this function's time).
 fn json_u64(out: &mut Vec<u8>, mut n: u64) {
     let len = n.checked_ilog10().unwrap_or(0) as usize + 1;
-    let mut digits = [0u8; 20];
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 20]);
+    let digits = &mut out[start..start + 20];
     let mut i = len;
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
@@ -140,9 +144,7 @@ fn json_u64(out: &mut Vec<u8>, mut n: u64) {
     } else {
         digits[0] = b'0' + n as u8;
     }
-    let end = out.len() + len;
-    out.extend_from_slice(&digits);
-    out.truncate(end);
+    out.truncate(start + len);
 }
 
 fn json_bool(out: &mut Vec<u8>, b: bool) {
@@ -424,9 +426,10 @@ mod tests {
         .chain((0..64).map(|b| 1u64 << b))
         .chain((1..20).map(|d| 10u64.pow(d) - 1))
         {
-            let mut out = Vec::new();
+            // Appended after what the buffer holds, not over it.
+            let mut out = b"x:".to_vec();
             json_u64(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+            assert_eq!(String::from_utf8(out).unwrap(), format!("x:{n}"));
         }
     }
 }
