@@ -11,8 +11,8 @@ use std::{
 };
 
 use support::{
-    AgentOutput, Guard, RawChunk, TempDir, USER_AGENT, connection_of, curl, curl_request,
-    free_port, have, nginx_tls_config, python_http_server, run, wait_for_port,
+    AgentOutput, Guard, RawChunk, TempDir, USER_AGENT, assert_stream_accounts_for, connection_of,
+    curl, curl_request, free_port, have, nginx_tls_config, python_http_server, run, wait_for_port,
 };
 
 #[test]
@@ -322,33 +322,6 @@ fn two_hundred_short_connections_each_have_their_tuple() {
             "connection {id} ({peer}, {role}) sent exactly its own bytes"
         );
     }
-}
-
-/// Checks that `chunks` of one direction reproduce `expected` exactly, where gaps
-/// (`bytes_lost`) skip exactly the bytes that were not captured.
-fn assert_stream_accounts_for(chunks: &[&RawChunk], direction: &str, expected: &[u8]) -> u64 {
-    let mut offset = 0usize;
-    let mut lost = 0;
-    for c in chunks.iter().filter(|c| c.direction == direction) {
-        assert!(!c.events_lost, "no kernel event may be lost");
-        offset += c.bytes_lost as usize;
-        lost += c.bytes_lost;
-        assert!(
-            offset + c.data.len() <= expected.len(),
-            "stream longer than expected"
-        );
-        assert!(
-            c.data == expected[offset..offset + c.data.len()],
-            "bytes differ at offset {offset}"
-        );
-        offset += c.data.len();
-    }
-    assert_eq!(
-        offset,
-        expected.len(),
-        "captured + lost == transferred ({direction})"
-    );
-    lost
 }
 
 macro_rules! require_or_none {

@@ -475,3 +475,31 @@ pub fn connection_of<'a>(out: &'a AgentOutput, comm: &str, pid: u32) -> Vec<&'a 
     );
     chunks
 }
+
+/// Checks that `chunks` of one direction reproduce `expected` exactly, where gaps
+/// (`bytes_lost`) skip exactly the bytes that were not captured;
+/// returns the bytes lost.
+pub fn assert_stream_accounts_for(chunks: &[&RawChunk], direction: &str, expected: &[u8]) -> u64 {
+    let mut offset = 0usize;
+    let mut lost = 0;
+    for c in chunks.iter().filter(|c| c.direction == direction) {
+        assert!(!c.events_lost, "no kernel event may be lost");
+        offset += c.bytes_lost as usize;
+        lost += c.bytes_lost;
+        assert!(
+            offset + c.data.len() <= expected.len(),
+            "stream longer than expected"
+        );
+        assert!(
+            c.data == expected[offset..offset + c.data.len()],
+            "bytes differ at offset {offset}"
+        );
+        offset += c.data.len();
+    }
+    assert_eq!(
+        offset,
+        expected.len(),
+        "captured + lost == transferred ({direction})"
+    );
+    lost
+}
