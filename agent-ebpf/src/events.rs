@@ -375,6 +375,12 @@ struct IoVec {
     len: u64,
 }
 
+/// Size of a `struct iovec`.
+const IOVEC_BYTES: usize = core::mem::size_of::<IoVec>();
+
+/// Leading entries of an iovec array read at once (on the stack).
+const BATCHED_IOVECS: usize = 4;
+
 /// Builds and sends a data event for `total` bytes the current task (`task`, its
 /// `bpf_get_current_pid_tgid()`) moved on the connection of `state`.
 #[inline(always)]
@@ -438,22 +444,48 @@ pub fn send_data(
             } else {
                 MAX_IOV_SEGMENTS as u64
             };
+            // The first entries come in one user read: most vector calls have a few
+            // segments (a header and a body), and each read pays the helper's fixed
+            // cost and the kernel's user-copy checks. The syscall itself has just read
+            // these `count` entries, so reading fewer of them cannot fault.
+            let mut first = core::mem::MaybeUninit::<[IoVec; BATCHED_IOVECS]>::uninit();
+            let batched = if count < BATCHED_IOVECS as u64 {
+                count
+            } else {
+                BATCHED_IOVECS as u64
+            };
+            if !copy_user(first.as_mut_ptr().cast(), iov, batched as usize * IOVEC_BYTES) {
+                failed = true;
+            }
             for i in 0..MAX_IOV_SEGMENTS as u64 {
-                if i >= count || i >= segments || copied >= want {
+                if failed || i >= count || i >= segments || copied >= want {
                     break;
                 }
-                let Ok(segment) = (unsafe {
-                    aya_ebpf::helpers::bpf_probe_read_user((iov + i * 16) as *const IoVec)
-                }) else {
-                    failed = true;
-                    break;
+                let segment = if i < BATCHED_IOVECS as u64 {
+                    // SAFETY: entries below `batched` were read above; `i < count`.
+                    unsafe { (*first.as_ptr())[i as usize] }
+                } else {
+                    match unsafe {
+                        aya_ebpf::helpers::bpf_probe_read_user(
+                            (iov + i * IOVEC_BYTES as u64) as *const IoVec,
+                        )
+                    } {
+                        Ok(segment) => segment,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
                 };
                 let room = want - copied;
-                let mut len = if segment.len < room as u64 {
+                let len = if segment.len < room as u64 {
                     segment.len as usize
                 } else {
                     room
                 };
+                // LLVM knows `room` is below the cap and drops a plain clamp; the
+                // verifier does not (it sees `want - copied` as possibly negative).
+                let mut len = opaque(len);
                 if len > MAX_CAPTURE_BYTES {
                     len = MAX_CAPTURE_BYTES;
                 }
@@ -509,6 +541,14 @@ fn output_data(record: &[u8], state: &mut SockState) {
     if !sent {
         state.sent_identity_of = 0;
     }
+}
+
+/// `value`, with what LLVM knows of its range forgotten (a stack round trip), so a
+/// bounds check the verifier needs is not optimised away as redundant.
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    let slot = value;
+    unsafe { core::ptr::read_volatile(&slot) }
 }
 
 #[inline(always)]
