@@ -11,6 +11,7 @@ use clap::Args;
 use std::fs;
 
 use crate::process::{self, command};
+use crate::setup;
 use crate::tools::{self, step};
 
 /// Options of `cargo xtask bench`.
@@ -65,6 +66,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // The benchmarks drive the tests' peers (nginx, wrk, h2load, TimescaleDB, the
+    // Python venv): a fresh machine gets them the way `cargo xtask test` does.
+    setup::run(setup::Needs::all())?;
     let dir = tools::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
     // Earlier results of the benchmarks not run now are kept: `bench query` today and
