@@ -447,7 +447,8 @@ pub fn send_data(
             // The first entries come in one user read: most vector calls have a few
             // segments (a header and a body), and each read pays the helper's fixed
             // cost and the kernel's user-copy checks. The syscall itself has just read
-            // these `count` entries, so reading fewer of them cannot fault.
+            // these `count` entries, so the read fails only if another thread unmapped
+            // them meanwhile (counted as a failed copy, like any other).
             let mut first = core::mem::MaybeUninit::<[IoVec; BATCHED_IOVECS]>::uninit();
             let batched = if count < BATCHED_IOVECS as u64 {
                 count
