@@ -14,7 +14,7 @@ use crate::{
     connections::table::{Connection, ConnectionTable},
     events::{
         clock::BootClock,
-        decode::{KernelEvent, comm_str, decode, is_egress},
+        decode::{KernelEvent, decode, is_egress},
         reorder::ReorderBuffer,
     },
     metrics::AgentMetrics,
@@ -194,12 +194,10 @@ impl CapturePipeline {
                 let (chunk, gap) = conn
                     .streams
                     .chunks(direction, payload, header.total_len, now);
-                let comm_bytes = conn.event_comm(&header);
-                let comm = comm_str(&comm_bytes);
                 let meta = ChunkMeta {
                     seq: header.seq,
                     pid: (header.pid_tgid >> 32) as u32,
-                    comm: &comm,
+                    comm: conn.process.comm_of(&header),
                 };
                 match direction {
                     Direction::Egress => &self.counters.egress_bytes,

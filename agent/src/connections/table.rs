@@ -15,7 +15,7 @@ use super::{
     identity::{IdentityCache, ProcessIdentity},
 };
 use crate::{
-    events::decode::{comm, socket_addrs},
+    events::decode::{comm, comm_str, socket_addrs},
     streams::StreamTracker,
 };
 
@@ -57,27 +57,49 @@ pub struct Connection {
     pub streams: StreamTracker,
     /// Last event time (unix ns), for idle expiry.
     pub last_seen_ns: u64,
-    /// The process of the last event that carried its command name, and that name:
-    /// the kernel leaves it out of the events that follow from the same process
-    /// (`flag::SAME_PROCESS`).
-    last_process: (u32, [u8; COMM_LEN]),
+    /// The process that moved the connection's last bytes, by name.
+    pub process: LastProcess,
 }
 
-impl Connection {
-    /// The command name of the process that moved the bytes of the event of `header`,
-    /// NUL padded: the header's own, or the one it left out. A process this
-    /// connection's entry has not seen name itself (the entry was re-created after idle
-    /// expiry or eviction) gets its name from /proc if it is the opener, else none.
-    pub fn event_comm(&mut self, header: &EventHeader) -> [u8; COMM_LEN] {
+/// The process of a connection's last event that carried a command name, and that
+/// name: the kernel leaves it out of the events that follow from the same process
+/// (`flag::SAME_PROCESS`). The name is kept decoded, so the events in between cost no
+/// conversion.
+#[derive(Debug)]
+pub struct LastProcess {
+    pid: u32,
+    /// The name as the kernel sent it (NUL padded).
+    raw: [u8; COMM_LEN],
+    /// `raw` as text.
+    name: String,
+}
+
+impl LastProcess {
+    fn new(pid: u32, raw: [u8; COMM_LEN]) -> Self {
+        Self {
+            pid,
+            raw,
+            name: comm_str(&raw).into_owned(),
+        }
+    }
+
+    /// The command name of the process that moved the bytes of the event of
+    /// `header`: the header's own, or the one it left out. A process this
+    /// connection's entry has not seen name itself (the entry was re-created after
+    /// idle expiry or eviction) gets its name from /proc if it is the opener, else
+    /// none (empty).
+    pub fn comm_of(&mut self, header: &EventHeader) -> &str {
         let pid = (header.pid_tgid >> 32) as u32;
         if header.flags & flag::SAME_PROCESS == 0 {
-            self.last_process = (pid, header.comm);
-            return header.comm;
+            if (pid, header.comm) != (self.pid, self.raw) {
+                self.pid = pid;
+                self.raw = header.comm;
+                self.name.clear();
+                self.name.push_str(&comm_str(&header.comm));
+            }
+            return &self.name;
         }
-        if self.last_process.0 == pid {
-            return self.last_process.1;
-        }
-        [0; COMM_LEN]
+        if self.pid == pid { &self.name } else { "" }
     }
 }
 
@@ -245,10 +267,10 @@ fn new_connection(
     let pid = (header.pid_tgid >> 32) as u32;
     let carries_identity = header.flags & flag::SAME_PROCESS == 0;
     let comm = identity.comm.unwrap_or_else(|| comm(header).into_owned());
-    let last_process = if carries_identity {
-        (pid, header.comm)
+    let process = if carries_identity {
+        LastProcess::new(pid, header.comm)
     } else {
-        (pid, comm_bytes(&comm))
+        LastProcess::new(pid, comm_bytes(&comm))
     };
     Connection {
         info: ConnectionInfo {
@@ -271,7 +293,7 @@ fn new_connection(
         },
         streams: StreamTracker::default(),
         last_seen_ns: now_ns,
-        last_process,
+        process,
     }
 }
 
@@ -321,11 +343,16 @@ mod tests {
         same.flags = flag::SAME_PROCESS;
         same.comm = [0; 16];
         let (conn, _) = table.get_or_create(&first, 0);
-        assert_eq!(conn.event_comm(&first), first.comm);
-        assert_eq!(conn.event_comm(&same), first.comm);
+        assert_eq!(conn.process.comm_of(&first), "worker-1");
+        assert_eq!(conn.process.comm_of(&same), "worker-1");
         let mut other = same;
         other.pid_tgid = 11 << 32;
-        assert_eq!(conn.event_comm(&other), [0; 16], "not seen: unknown");
+        assert_eq!(conn.process.comm_of(&other), "", "not seen: unknown");
+        // A process that renames itself is seen with its new name.
+        let mut renamed = first;
+        renamed.comm = *b"worker-2\0\0\0\0\0\0\0\0";
+        assert_eq!(conn.process.comm_of(&renamed), "worker-2");
+        assert_eq!(conn.process.comm_of(&same), "worker-2");
     }
 
     #[test]
@@ -338,8 +365,7 @@ mod tests {
         let (conn, _) = table.get_or_create(&h, 0);
         let own = std::fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!(conn.info.comm, own.trim_end());
-        let name = conn.event_comm(&h);
-        assert_eq!(crate::events::decode::comm_str(&name), own.trim_end());
+        assert_eq!(conn.process.comm_of(&h), own.trim_end());
         assert_ne!(conn.info.cgroup_id, 0, "from /proc/self/cgroup");
     }
 
