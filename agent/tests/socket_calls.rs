@@ -15,7 +15,7 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use support::{Guard, RawChunk, assert_stream_accounts_for, free_port, have};
+use support::{Guard, RawChunk, assert_stream_accounts_for, free_port, have, one_connection};
 use tapwire_agent_common::{MAX_IOV_SEGMENTS, MAX_IOV_SEGMENTS_MULTI_RECORD};
 
 /// Segments of the script's long writev, and bytes per segment (`NN-segment;`).
@@ -26,6 +26,8 @@ const LONG_WRITEV_SEGMENT_BYTES: u64 = 11;
 /// both directions on both sides; `hook` is a program the attach plan must report
 /// attached (not fallen back from), and vector calls walk `walked` segments.
 fn every_call_is_captured_with(hook_args: &[&str], hook: &str, walked: u32) {
+    require!(support::is_root(), "needs root to load eBPF");
+    require!(have("python3"), "needs python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/socket_calls.py");
     let port = free_port();
     let mut child = Command::new("python3")
@@ -69,24 +71,10 @@ fn every_call_is_captured_with(hook_args: &[&str], hook: &str, walked: u32) {
             .expect("base64")
     };
     let (client_sent, server_sent) = (sent("client"), sent("server"));
-    let side = |role: &str| -> Vec<&RawChunk> {
-        let chunks: Vec<&RawChunk> = out
-            .chunks
-            .iter()
-            .filter(|c| c.pid == pid && c.role == role)
-            .collect();
-        assert!(
-            !chunks.is_empty(),
-            "no {role} chunks ({hook_args:?}):\n{}",
-            out.stderr
-        );
-        assert!(
-            chunks
-                .iter()
-                .all(|c| c.connection_id == chunks[0].connection_id),
-            "one connection per side"
-        );
-        chunks
+    let side = |role: &str| {
+        one_connection(&out, &format!("the {role} side, {hook_args:?}"), |c| {
+            c.pid == pid && c.role == role
+        })
     };
     let (client, server) = (side("client"), side("server"));
 
@@ -107,15 +95,11 @@ fn every_call_is_captured_with(hook_args: &[&str], hook: &str, walked: u32) {
 
 #[test]
 fn every_socket_call_on_the_socket_tracepoints() {
-    require!(support::is_root(), "needs root to load eBPF");
-    require!(have("python3"), "needs python3");
     every_call_is_captured_with(&[], "tp_btf/sock_send_length", MAX_IOV_SEGMENTS);
 }
 
 #[test]
 fn every_socket_call_on_the_per_syscall_tracepoints() {
-    require!(support::is_root(), "needs root to load eBPF");
-    require!(have("python3"), "needs python3");
     every_call_is_captured_with(
         &["--syscall-hook", "tracepoints"],
         "syscalls/sys_exit_writev",
@@ -125,8 +109,6 @@ fn every_socket_call_on_the_per_syscall_tracepoints() {
 
 #[test]
 fn every_socket_call_on_the_raw_sys_exit_tracepoint() {
-    require!(support::is_root(), "needs root to load eBPF");
-    require!(have("python3"), "needs python3");
     every_call_is_captured_with(
         &["--syscall-hook", "raw-tracepoint"],
         "raw_tracepoint/sys_exit",
@@ -138,8 +120,6 @@ fn every_socket_call_on_the_raw_sys_exit_tracepoint() {
 /// vector walk is shorter there (the programs must still pass the verifier).
 #[test]
 fn every_socket_call_with_a_cap_of_several_records_per_call() {
-    require!(support::is_root(), "needs root to load eBPF");
-    require!(have("python3"), "needs python3");
     every_call_is_captured_with(
         &["--capture-bytes", "262144"],
         "tp_btf/sock_send_length",

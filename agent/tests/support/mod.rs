@@ -458,20 +458,28 @@ pub fn curl(args: &[&str]) -> u32 {
 
 /// The chunks of the one connection of process `comm`/`pid`.
 pub fn connection_of<'a>(out: &'a AgentOutput, comm: &str, pid: u32) -> Vec<&'a RawChunk> {
-    let chunks: Vec<&RawChunk> = out
-        .chunks
-        .iter()
-        .filter(|c| c.comm == comm && c.pid == pid)
-        .collect();
+    one_connection(out, &format!("{comm} (pid {pid})"), |c| {
+        c.comm == comm && c.pid == pid
+    })
+}
+
+/// The chunks that `keep` selects (`what` names them in failures), which must be
+/// there and belong to one connection.
+pub fn one_connection<'a>(
+    out: &'a AgentOutput,
+    what: &str,
+    keep: impl Fn(&RawChunk) -> bool,
+) -> Vec<&'a RawChunk> {
+    let chunks: Vec<&RawChunk> = out.chunks.iter().filter(|c| keep(c)).collect();
     assert!(
         !chunks.is_empty(),
-        "no chunks of {comm} (pid {pid}); stderr:\n{}",
+        "no chunks of {what}; stderr:\n{}",
         out.stderr
     );
     let id = chunks[0].connection_id;
     assert!(
         chunks.iter().all(|c| c.connection_id == id),
-        "one connection for {comm}"
+        "one connection for {what}"
     );
     chunks
 }
