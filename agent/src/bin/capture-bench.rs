@@ -6,8 +6,11 @@
 //! `--output raw` (every chunk as JSON with its payload in base64, to /dev/null); each
 //! round also runs it with `--output none` (events decoded, connections and streams
 //! tracked, nothing written), which separates the cost of capture from that of the
-//! raw output. Then a fixed-rate phase (h2load at `--rate` requests/s, HTTP/1.1) with
-//! the agent on, which must show zero drops. Needs root, nginx, wrk and h2load.
+//! raw output. A third run per round captures nginx's side only (`--include-pid` of
+//! its processes): on loopback the agent sees both ends of every request, four events
+//! per request, while a node whose clients run elsewhere sees only its server's two.
+//! Then a fixed-rate phase (h2load at `--rate` requests/s, HTTP/1.1) with the agent
+//! on, which must show zero drops. Needs root, nginx, wrk and h2load.
 
 use std::{
     io::{BufRead, BufReader},
@@ -123,6 +126,23 @@ fn start_nginx(dir: &Path, port: u16, body_bytes: usize) -> anyhow::Result<Nginx
     let guard = Nginx(child);
     wait_port(port)?;
     Ok(guard)
+}
+
+impl Nginx {
+    /// The pids of nginx's master and its workers.
+    fn pids(&self) -> anyhow::Result<Vec<u32>> {
+        let master = self.0.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .context("listing nginx's workers")?;
+        let mut pids = vec![master];
+        for pid in children.split_whitespace() {
+            pids.push(pid.parse().context("a worker pid")?);
+        }
+        if pids.len() < 2 {
+            bail!("nginx has no worker process");
+        }
+        Ok(pids)
+    }
 }
 
 fn parse_ms(value: &str) -> Option<f64> {
@@ -286,7 +306,7 @@ fn main() -> anyhow::Result<()> {
     let args = BenchArgs::parse();
     let dir = std::env::temp_dir().join(format!("tapwire-bench-{}", std::process::id()));
     let port = free_port()?;
-    let _nginx = start_nginx(&dir, port, args.body_bytes)?;
+    let nginx = start_nginx(&dir, port, args.body_bytes)?;
     let _warmup = wrk(
         port,
         &BenchArgs {
@@ -294,22 +314,42 @@ fn main() -> anyhow::Result<()> {
             ..args.clone()
         },
     )?;
+    // After the warm-up: nginx's port answers before its worker has started.
+    let mut server_only = args.agent_args.clone();
+    for pid in nginx.pids()? {
+        server_only.extend(["--include-pid".to_string(), pid.to_string()]);
+    }
 
     let mut off = Vec::new();
     let mut on = Vec::new();
     let mut on_none = Vec::new();
+    let mut on_server = Vec::new();
     let mut agent_cpu = 0.0;
     let mut agent_cpu_none = 0.0;
+    let mut agent_cpu_server = 0.0;
     let mut losses = 0.0;
     for round in 0..args.rounds {
         let baseline = wrk(port, &args)?;
         eprintln!("round {round}: agent off {:.0} req/s", baseline.rps);
         off.push(baseline);
-        for (output, results, cpu) in [
-            ("raw", &mut on, &mut agent_cpu),
-            ("none", &mut on_none, &mut agent_cpu_none),
+        for (label, output, agent_args, results, cpu) in [
+            ("raw", "raw", &args.agent_args, &mut on, &mut agent_cpu),
+            (
+                "none",
+                "none",
+                &args.agent_args,
+                &mut on_none,
+                &mut agent_cpu_none,
+            ),
+            (
+                "raw, server side only",
+                "raw",
+                &server_only,
+                &mut on_server,
+                &mut agent_cpu_server,
+            ),
         ] {
-            let agent = start_agent(port, output, &args.agent_args)?;
+            let agent = start_agent(port, output, agent_args)?;
             let pid = agent.child.0.id();
             let cpu_before = cpu_seconds(pid);
             let with_agent = wrk(port, &args)?;
@@ -318,7 +358,7 @@ fn main() -> anyhow::Result<()> {
             *cpu += cpu_seconds(pid) - cpu_before;
             losses += agent_losses(agent.metrics_port)?;
             eprintln!(
-                "round {round}: agent on ({output}) {:.0} req/s",
+                "round {round}: agent on ({label}) {:.0} req/s",
                 with_agent.rps
             );
             results.push(with_agent);
@@ -332,6 +372,7 @@ fn main() -> anyhow::Result<()> {
     };
     let on_requests: f64 = on.iter().map(|r| r.requests).sum();
     let on_none_requests: f64 = on_none.iter().map(|r| r.requests).sum();
+    let on_server_requests: f64 = on_server.iter().map(|r| r.requests).sum();
     println!(
         "capture benchmark: wrk -t2 -c{} {}s x {} rounds, nginx {} B body",
         args.connections, args.seconds, args.rounds, args.body_bytes
@@ -355,14 +396,23 @@ fn main() -> anyhow::Result<()> {
         median(&on_none, |r| r.p99_ms)
     );
     println!(
-        "  throughput ratio (on/off): {:.3} (output none: {:.3})",
-        median(&on, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
-        median(&on_none, |r| r.rps) / median(&off, |r| r.rps).max(1.0)
+        "  agent on, server side only: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+        median(&on_server, |r| r.rps),
+        median(&on_server, |r| r.p50_ms),
+        median(&on_server, |r| r.p99_ms)
+    );
+    let ratio = |v: &[Round]| median(v, |r| r.rps) / median(&off, |r| r.rps).max(1.0);
+    println!(
+        "  throughput ratio (on/off): {:.3} (output none: {:.3}; server side only: {:.3})",
+        ratio(&on),
+        ratio(&on_none),
+        ratio(&on_server)
     );
     println!(
-        "  agent CPU: {:.2} s per 100k requests (output none: {:.2})",
+        "  agent CPU: {:.2} s per 100k requests (output none: {:.2}; server side only: {:.2})",
         agent_cpu / on_requests.max(1.0) * 100_000.0,
-        agent_cpu_none / on_none_requests.max(1.0) * 100_000.0
+        agent_cpu_none / on_none_requests.max(1.0) * 100_000.0,
+        agent_cpu_server / on_server_requests.max(1.0) * 100_000.0
     );
     println!("  events dropped or lost while saturated: {losses}");
     let mut fixed_rate_lost = None;
@@ -385,15 +435,18 @@ fn main() -> anyhow::Result<()> {
             "agent_args": &args.agent_args,
             "rps_agent_off_median": median(&off, |r| r.rps),
             "rps_agent_on_median": median(&on, |r| r.rps),
-            "throughput_ratio": median(&on, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
+            "throughput_ratio": ratio(&on),
             "p50_ms_agent_off": median(&off, |r| r.p50_ms),
             "p50_ms_agent_on": median(&on, |r| r.p50_ms),
             "p99_ms_agent_off": median(&off, |r| r.p99_ms),
             "p99_ms_agent_on": median(&on, |r| r.p99_ms),
             "agent_cpu_s_per_100k_requests": agent_cpu / on_requests.max(1.0) * 100_000.0,
             "rps_agent_on_output_none_median": median(&on_none, |r| r.rps),
-            "throughput_ratio_output_none": median(&on_none, |r| r.rps) / median(&off, |r| r.rps).max(1.0),
+            "throughput_ratio_output_none": ratio(&on_none),
             "agent_cpu_s_per_100k_requests_output_none": agent_cpu_none / on_none_requests.max(1.0) * 100_000.0,
+            "rps_agent_on_server_side_only_median": median(&on_server, |r| r.rps),
+            "throughput_ratio_server_side_only": ratio(&on_server),
+            "agent_cpu_s_per_100k_requests_server_side_only": agent_cpu_server / on_server_requests.max(1.0) * 100_000.0,
             "drops_at_saturation": losses,
             "fixed_rate_rps": args.rate,
             "drops_at_fixed_rate": fixed_rate_lost,
