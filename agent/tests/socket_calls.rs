@@ -15,7 +15,7 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use support::{Guard, RawChunk, assert_stream_accounts_for, free_port, have, one_connection};
+use support::{Guard, assert_stream_accounts_for, free_port, have, one_connection};
 use tapwire_agent_common::{MAX_IOV_SEGMENTS, MAX_IOV_SEGMENTS_MULTI_RECORD};
 
 /// Segments of the script's long writev, and bytes per segment (`NN-segment;`).
@@ -78,9 +78,7 @@ fn every_call_is_captured_with(hook_args: &[&str], hook: &str, walked: u32) {
     };
     let (client, server) = (side("client"), side("server"));
 
-    let lost = |chunks: &[&RawChunk], direction: &str, expected: &[u8]| {
-        assert_stream_accounts_for(chunks, direction, expected)
-    };
+    let lost = assert_stream_accounts_for;
     assert_eq!(lost(&client, "egress", &client_sent), 0, "{hook_args:?}");
     assert_eq!(lost(&server, "ingress", &client_sent), 0, "{hook_args:?}");
     assert_eq!(lost(&client, "ingress", &server_sent), 0, "{hook_args:?}");

@@ -370,9 +370,10 @@ fn main() -> anyhow::Result<()> {
         xs.sort_by(f64::total_cmp);
         xs.get(xs.len() / 2).copied().unwrap_or(0.0)
     };
-    let on_requests: f64 = on.iter().map(|r| r.requests).sum();
-    let on_none_requests: f64 = on_none.iter().map(|r| r.requests).sum();
-    let on_server_requests: f64 = on_server.iter().map(|r| r.requests).sum();
+    // Agent CPU seconds per 100k requests of the runs it was measured over.
+    let cpu_per_100k = |cpu: f64, runs: &[Round]| {
+        cpu / runs.iter().map(|r| r.requests).sum::<f64>().max(1.0) * 100_000.0
+    };
     println!(
         "capture benchmark: wrk -t2 -c{} {}s x {} rounds, nginx {} B body",
         args.connections, args.seconds, args.rounds, args.body_bytes
@@ -410,9 +411,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "  agent CPU: {:.2} s per 100k requests (output none: {:.2}; server side only: {:.2})",
-        agent_cpu / on_requests.max(1.0) * 100_000.0,
-        agent_cpu_none / on_none_requests.max(1.0) * 100_000.0,
-        agent_cpu_server / on_server_requests.max(1.0) * 100_000.0
+        cpu_per_100k(agent_cpu, &on),
+        cpu_per_100k(agent_cpu_none, &on_none),
+        cpu_per_100k(agent_cpu_server, &on_server)
     );
     println!("  events dropped or lost while saturated: {losses}");
     let mut fixed_rate_lost = None;
@@ -440,13 +441,13 @@ fn main() -> anyhow::Result<()> {
             "p50_ms_agent_on": median(&on, |r| r.p50_ms),
             "p99_ms_agent_off": median(&off, |r| r.p99_ms),
             "p99_ms_agent_on": median(&on, |r| r.p99_ms),
-            "agent_cpu_s_per_100k_requests": agent_cpu / on_requests.max(1.0) * 100_000.0,
+            "agent_cpu_s_per_100k_requests": cpu_per_100k(agent_cpu, &on),
             "rps_agent_on_output_none_median": median(&on_none, |r| r.rps),
             "throughput_ratio_output_none": ratio(&on_none),
-            "agent_cpu_s_per_100k_requests_output_none": agent_cpu_none / on_none_requests.max(1.0) * 100_000.0,
+            "agent_cpu_s_per_100k_requests_output_none": cpu_per_100k(agent_cpu_none, &on_none),
             "rps_agent_on_server_side_only_median": median(&on_server, |r| r.rps),
             "throughput_ratio_server_side_only": ratio(&on_server),
-            "agent_cpu_s_per_100k_requests_server_side_only": agent_cpu_server / on_server_requests.max(1.0) * 100_000.0,
+            "agent_cpu_s_per_100k_requests_server_side_only": cpu_per_100k(agent_cpu_server, &on_server),
             "drops_at_saturation": losses,
             "fixed_rate_rps": args.rate,
             "drops_at_fixed_rate": fixed_rate_lost,
