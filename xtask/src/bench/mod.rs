@@ -124,7 +124,7 @@ fn cargo_bench_json(package: &str, bench: &str) -> anyhow::Result<serde_json::Va
     last_json_line(&out, bench)
 }
 
-/// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench.rs).
+/// wrk against nginx, agent off vs on, alternating (agent/src/bin/capture-bench/).
 fn capture() -> anyhow::Result<serde_json::Value> {
     build_release(&[
         ("tapwire-agent", "capture-bench"),
