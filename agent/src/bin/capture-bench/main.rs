@@ -146,12 +146,12 @@ fn main() -> anyhow::Result<()> {
                 Some((output, extra)) => Some(start_agent(port, output, extra)?),
                 None => None,
             };
-            let agent_cpu_before = agent.as_ref().map(|a| cpu_seconds(a.child.0.id()));
+            let agent_cpu_before = agent.as_ref().map(|a| cpu_seconds(a.pid()));
             let run = wrk(&nginx, port, args.connections, args.seconds, client)?;
             if let (Some(agent), Some(before)) = (&agent, agent_cpu_before) {
                 // Let the agent drain what is still in the ring.
                 std::thread::sleep(Duration::from_millis(500));
-                variant.agent_cpu += cpu_seconds(agent.child.0.id()) - before;
+                variant.agent_cpu += cpu_seconds(agent.pid()) - before;
                 losses += agent_losses(agent.metrics_port)?;
             }
             eprintln!("round {round}: {} {:.0} req/s", variant.label, run.rps);

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use crate::placement::{place_command, place_process};
 
 /// A child process killed (and reaped) when dropped.
-pub struct Killed(pub Child);
+pub struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -195,10 +195,16 @@ pub fn wrk(
 
 /// An agent started by [`start_agent`], killed when dropped.
 pub struct RunningAgent {
-    /// The agent process.
-    pub child: Killed,
+    child: Killed,
     /// Where its metrics are served.
     pub metrics_port: u16,
+}
+
+impl RunningAgent {
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
 }
 
 fn agent_binary() -> anyhow::Result<PathBuf> {
