@@ -83,9 +83,22 @@ impl Variant {
 
     /// The median of `f` over the runs. Machines here are noisy: every figure is one.
     fn median(&self, f: fn(&Round) -> f64) -> f64 {
-        let mut xs: Vec<f64> = self.runs.iter().map(f).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+        median(self.runs.iter().map(f).collect())
+    }
+
+    /// The median over the rounds of this variant's throughput over `off`'s in the same
+    /// round. The host here drifts between a fast and a slow state that lasts a round or
+    /// more (nginx at 100 % CPU did 68–71k or 81k req/s); pairing each run with its own
+    /// round's baseline cancels that drift, which the ratio of the two medians does not
+    /// when the rounds of each fall in the two states in different proportions.
+    fn paired_ratio(&self, off: &Variant) -> f64 {
+        median(
+            self.runs
+                .iter()
+                .zip(&off.runs)
+                .map(|(on, off)| on.rps / off.rps.max(1.0))
+                .collect(),
+        )
     }
 
     fn rps(&self) -> f64 {
@@ -97,6 +110,11 @@ impl Variant {
         let requests: f64 = self.runs.iter().map(|r| r.requests).sum();
         self.agent_cpu / requests.max(1.0) * 100_000.0
     }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -186,6 +204,13 @@ fn main() -> anyhow::Result<()> {
         ratio(shared_raw, shared_off)
     );
     println!(
+        "  paired by round (median of each round's on/off): {:.3} (output none: {:.3}; server side only: {:.3}; every CPU shared: {:.3})",
+        raw.paired_ratio(off),
+        none.paired_ratio(off),
+        server.paired_ratio(off),
+        shared_raw.paired_ratio(shared_off)
+    );
+    println!(
         "  agent CPU: {:.2} s per 100k requests (output none: {:.2}; server side only: {:.2}; every CPU shared: {:.2})",
         raw.cpu_per_100k(),
         none.cpu_per_100k(),
@@ -217,6 +242,7 @@ fn main() -> anyhow::Result<()> {
             "rps_agent_off_median": off.rps(),
             "rps_agent_on_median": raw.rps(),
             "throughput_ratio": ratio(raw, off),
+            "throughput_ratio_paired": raw.paired_ratio(off),
             "p50_ms_agent_off": off.median(|r| r.p50_ms),
             "p50_ms_agent_on": raw.median(|r| r.p50_ms),
             "p99_ms_agent_off": off.median(|r| r.p99_ms),
@@ -226,13 +252,16 @@ fn main() -> anyhow::Result<()> {
             "agent_cpu_s_per_100k_requests": raw.cpu_per_100k(),
             "rps_agent_on_output_none_median": none.rps(),
             "throughput_ratio_output_none": ratio(none, off),
+            "throughput_ratio_output_none_paired": none.paired_ratio(off),
             "agent_cpu_s_per_100k_requests_output_none": none.cpu_per_100k(),
             "rps_agent_on_server_side_only_median": server.rps(),
             "throughput_ratio_server_side_only": ratio(server, off),
+            "throughput_ratio_server_side_only_paired": server.paired_ratio(off),
             "agent_cpu_s_per_100k_requests_server_side_only": server.cpu_per_100k(),
             "rps_agent_off_shared_cpus_median": shared_off.rps(),
             "rps_agent_on_shared_cpus_median": shared_raw.rps(),
             "throughput_ratio_shared_cpus": ratio(shared_raw, shared_off),
+            "throughput_ratio_shared_cpus_paired": shared_raw.paired_ratio(shared_off),
             "nginx_busy_agent_off_shared_cpus": shared_off.median(|r| r.server_busy),
             "nginx_busy_agent_on_shared_cpus": shared_raw.median(|r| r.server_busy),
             "drops_at_saturation": losses,
