@@ -5,7 +5,8 @@
 //! agent's CPU seconds per 100k requests and the kernel drops / lost events the agent
 //! counted. nginx runs on a CPU of its own and wrk on the others, so nginx is saturated
 //! (`placement.rs` says why); each round also runs the agent-off and raw runs with every
-//! CPU shared, as an unplanned node would place them.
+//! CPU shared, placed by the scheduler alone. Each ratio is reported twice: the median
+//! with the agent over the median without, and the median of each round's own ratio.
 //!
 //! The agent writes `--output raw` (every chunk as JSON with its payload in base64, to
 //! /dev/null); each round also runs it with `--output none` (events decoded,
@@ -33,7 +34,7 @@ use crate::{
 /// Benchmark options.
 #[derive(Debug, Clone, Parser)]
 struct BenchArgs {
-    /// Seconds per measured round.
+    /// Seconds per measured run.
     #[arg(long, default_value_t = 8)]
     seconds: u32,
     /// Rounds; each runs every variant (agent off, agent on in each setting) once.
@@ -84,6 +85,11 @@ impl Variant {
     /// The median of `f` over the runs. Machines here are noisy: every figure is one.
     fn median(&self, f: fn(&Round) -> f64) -> f64 {
         median(self.runs.iter().map(f).collect())
+    }
+
+    /// This variant's median throughput over `off`'s.
+    fn ratio(&self, off: &Variant) -> f64 {
+        self.rps() / off.rps().max(1.0)
     }
 
     /// The median over the rounds of this variant's throughput over `off`'s in the same
@@ -177,7 +183,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let [off, raw, none, server, shared_off, shared_raw] = &variants;
-    let ratio = |on: &Variant, off: &Variant| on.rps() / off.rps().max(1.0);
     println!(
         "capture benchmark: wrk -t2 -c{} {}s x {} rounds, nginx {} B body; {}",
         args.connections,
@@ -198,10 +203,10 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "  throughput ratio (on/off): {:.3} (output none: {:.3}; server side only: {:.3}; every CPU shared: {:.3})",
-        ratio(raw, off),
-        ratio(none, off),
-        ratio(server, off),
-        ratio(shared_raw, shared_off)
+        raw.ratio(off),
+        none.ratio(off),
+        server.ratio(off),
+        shared_raw.ratio(shared_off)
     );
     println!(
         "  paired by round (median of each round's on/off): {:.3} (output none: {:.3}; server side only: {:.3}; every CPU shared: {:.3})",
@@ -241,7 +246,7 @@ fn main() -> anyhow::Result<()> {
             "placement": cpus.describe_pinned(),
             "rps_agent_off_median": off.rps(),
             "rps_agent_on_median": raw.rps(),
-            "throughput_ratio": ratio(raw, off),
+            "throughput_ratio": raw.ratio(off),
             "throughput_ratio_paired": raw.paired_ratio(off),
             "p50_ms_agent_off": off.median(|r| r.p50_ms),
             "p50_ms_agent_on": raw.median(|r| r.p50_ms),
@@ -251,16 +256,16 @@ fn main() -> anyhow::Result<()> {
             "nginx_busy_agent_on": raw.median(|r| r.server_busy),
             "agent_cpu_s_per_100k_requests": raw.cpu_per_100k(),
             "rps_agent_on_output_none_median": none.rps(),
-            "throughput_ratio_output_none": ratio(none, off),
+            "throughput_ratio_output_none": none.ratio(off),
             "throughput_ratio_output_none_paired": none.paired_ratio(off),
             "agent_cpu_s_per_100k_requests_output_none": none.cpu_per_100k(),
             "rps_agent_on_server_side_only_median": server.rps(),
-            "throughput_ratio_server_side_only": ratio(server, off),
+            "throughput_ratio_server_side_only": server.ratio(off),
             "throughput_ratio_server_side_only_paired": server.paired_ratio(off),
             "agent_cpu_s_per_100k_requests_server_side_only": server.cpu_per_100k(),
             "rps_agent_off_shared_cpus_median": shared_off.rps(),
             "rps_agent_on_shared_cpus_median": shared_raw.rps(),
-            "throughput_ratio_shared_cpus": ratio(shared_raw, shared_off),
+            "throughput_ratio_shared_cpus": shared_raw.ratio(shared_off),
             "throughput_ratio_shared_cpus_paired": shared_raw.paired_ratio(shared_off),
             "nginx_busy_agent_off_shared_cpus": shared_off.median(|r| r.server_busy),
             "nginx_busy_agent_on_shared_cpus": shared_raw.median(|r| r.server_busy),

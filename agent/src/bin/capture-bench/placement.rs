@@ -1,10 +1,9 @@
 //! Which CPUs the benchmark's server and load generator run on.
 //!
-//! With every CPU shared, the scheduler often runs wrk's threads on nginx's CPU while
-//! another CPU idles: loopback wakeups are synchronous, and the woken task is pulled to
-//! the waker's CPU. On this 2-CPU machine a run then left 7–25 % of the machine idle and
-//! gave nginx 79–100 % of a CPU with the agent off, and how often that happened varied
-//! from run to run. Such a run measures placement luck, not a server at saturation.
+//! With every CPU shared, wrk's threads and nginx often share one CPU while another
+//! idles. On this 2-CPU machine a run then left 7–25 % of the machine idle and gave
+//! nginx 79–100 % of a CPU with the agent off (preempted up to 15k times a second), and
+//! how often that happened varied from run to run. Such a run measures placement luck, not a server at saturation.
 //! Pinned, nginx has a CPU of its own and is busy all of it, wrk runs on the others,
 //! and the agent is left where the scheduler puts it, as on a real node. Both
 //! placements are measured, in the same rounds.
