@@ -201,26 +201,38 @@ fn main() -> anyhow::Result<()> {
             variant.median(|r| r.server_busy) * 100.0
         );
     }
+    // Each agent-on variant with its baseline, its name in the summary and its suffix in
+    // the JSON keys; the first is the target figure.
+    let compared = [
+        (raw, off, "", ""),
+        (none, off, "output none", "_output_none"),
+        (server, off, "server side only", "_server_side_only"),
+        (shared_raw, shared_off, "every CPU shared", "_shared_cpus"),
+    ];
+    // The target figure followed by `unit`, then the others in brackets.
+    let summary = |figure: fn(&Variant, &Variant) -> f64, decimals: usize, unit: &str| {
+        let others: Vec<String> = compared[1..]
+            .iter()
+            .map(|(on, off, name, _)| format!("{name}: {:.decimals$}", figure(on, off)))
+            .collect();
+        let (on, off, ..) = compared[0];
+        format!(
+            "{:.decimals$}{unit} ({})",
+            figure(on, off),
+            others.join("; ")
+        )
+    };
     println!(
-        "  throughput ratio (on/off): {:.3} (output none: {:.3}; server side only: {:.3}; every CPU shared: {:.3})",
-        raw.ratio(off),
-        none.ratio(off),
-        server.ratio(off),
-        shared_raw.ratio(shared_off)
+        "  throughput ratio (on/off): {}",
+        summary(Variant::ratio, 3, "")
     );
     println!(
-        "  paired by round (median of each round's on/off): {:.3} (output none: {:.3}; server side only: {:.3}; every CPU shared: {:.3})",
-        raw.paired_ratio(off),
-        none.paired_ratio(off),
-        server.paired_ratio(off),
-        shared_raw.paired_ratio(shared_off)
+        "  paired by round (median of each round's on/off): {}",
+        summary(Variant::paired_ratio, 3, "")
     );
     println!(
-        "  agent CPU: {:.2} s per 100k requests (output none: {:.2}; server side only: {:.2}; every CPU shared: {:.2})",
-        raw.cpu_per_100k(),
-        none.cpu_per_100k(),
-        server.cpu_per_100k(),
-        shared_raw.cpu_per_100k()
+        "  agent CPU: {}",
+        summary(|on, _| on.cpu_per_100k(), 2, " s per 100k requests")
     );
     println!("  events dropped or lost while saturated: {losses}");
     let mut fixed_rate_lost = None;
@@ -238,41 +250,30 @@ fn main() -> anyhow::Result<()> {
     }
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
+    let mut figures = serde_json::json!({
+        "agent_args": &args.agent_args,
+        "placement": cpus.describe_pinned(),
+        "rps_agent_off_median": off.rps(),
+        "p50_ms_agent_off": off.median(|r| r.p50_ms),
+        "p50_ms_agent_on": raw.median(|r| r.p50_ms),
+        "p99_ms_agent_off": off.median(|r| r.p99_ms),
+        "p99_ms_agent_on": raw.median(|r| r.p99_ms),
+        "nginx_busy_agent_off": off.median(|r| r.server_busy),
+        "nginx_busy_agent_on": raw.median(|r| r.server_busy),
+        "rps_agent_off_shared_cpus_median": shared_off.rps(),
+        "nginx_busy_agent_off_shared_cpus": shared_off.median(|r| r.server_busy),
+        "nginx_busy_agent_on_shared_cpus": shared_raw.median(|r| r.server_busy),
+        "drops_at_saturation": losses,
+        "fixed_rate_rps": args.rate,
+        "drops_at_fixed_rate": fixed_rate_lost,
+    });
+    for (on, off, _, suffix) in compared {
+        figures[format!("rps_agent_on{suffix}_median")] = on.rps().into();
+        figures[format!("throughput_ratio{suffix}")] = on.ratio(off).into();
+        figures[format!("throughput_ratio{suffix}_paired")] = on.paired_ratio(off).into();
+        figures[format!("agent_cpu_s_per_100k_requests{suffix}")] = on.cpu_per_100k().into();
+    }
     // The last line, for `cargo xtask bench capture`.
-    println!(
-        "{}",
-        serde_json::json!({
-            "agent_args": &args.agent_args,
-            "placement": cpus.describe_pinned(),
-            "rps_agent_off_median": off.rps(),
-            "rps_agent_on_median": raw.rps(),
-            "throughput_ratio": raw.ratio(off),
-            "throughput_ratio_paired": raw.paired_ratio(off),
-            "p50_ms_agent_off": off.median(|r| r.p50_ms),
-            "p50_ms_agent_on": raw.median(|r| r.p50_ms),
-            "p99_ms_agent_off": off.median(|r| r.p99_ms),
-            "p99_ms_agent_on": raw.median(|r| r.p99_ms),
-            "nginx_busy_agent_off": off.median(|r| r.server_busy),
-            "nginx_busy_agent_on": raw.median(|r| r.server_busy),
-            "agent_cpu_s_per_100k_requests": raw.cpu_per_100k(),
-            "rps_agent_on_output_none_median": none.rps(),
-            "throughput_ratio_output_none": none.ratio(off),
-            "throughput_ratio_output_none_paired": none.paired_ratio(off),
-            "agent_cpu_s_per_100k_requests_output_none": none.cpu_per_100k(),
-            "rps_agent_on_server_side_only_median": server.rps(),
-            "throughput_ratio_server_side_only": server.ratio(off),
-            "throughput_ratio_server_side_only_paired": server.paired_ratio(off),
-            "agent_cpu_s_per_100k_requests_server_side_only": server.cpu_per_100k(),
-            "rps_agent_off_shared_cpus_median": shared_off.rps(),
-            "rps_agent_on_shared_cpus_median": shared_raw.rps(),
-            "throughput_ratio_shared_cpus": shared_raw.ratio(shared_off),
-            "throughput_ratio_shared_cpus_paired": shared_raw.paired_ratio(shared_off),
-            "nginx_busy_agent_off_shared_cpus": shared_off.median(|r| r.server_busy),
-            "nginx_busy_agent_on_shared_cpus": shared_raw.median(|r| r.server_busy),
-            "drops_at_saturation": losses,
-            "fixed_rate_rps": args.rate,
-            "drops_at_fixed_rate": fixed_rate_lost,
-        })
-    );
+    println!("{figures}");
     Ok(())
 }
